@@ -1,0 +1,246 @@
+"""The autodiff engine: Function (an op), Context (what its backward needs), and the backward pass.
+
+Reverse-mode autodiff in three sentences. Every op records, on the tensor it returns, a *node*: the
+op, its input tensors, and whatever its backward needs. ``backward()`` visits the nodes in reverse
+topological order, asks each op for the gradient of the loss with respect to its inputs given the
+gradient with respect to its output (the chain rule: dL/dx = dL/dy * dy/dx), and sums the
+contributions that reach each tensor. Leaves with ``requires_grad=True`` keep their sum in ``.grad``.
+
+Two jobs are done here once, for every op, so that no op can get them wrong:
+
+* **un-broadcasting**: if ``a`` of shape (3, 1) was broadcast against (2, 3, 4), the op returns a
+  gradient of shape (2, 3, 4); the engine sums it over the leading axis and the broadcast axis back
+  to (3, 1) and casts it to ``a``'s dtype;
+* **accumulation**: a tensor used twice receives the sum of both paths, out of place
+  (``g = g + new``), so no gradient array ever aliases another.
+
+The walk is iterative (a chain of 20,000 ops does not touch Python's recursion limit), and each node
+is released as soon as its gradient has been passed on, so memory falls during the backward pass and
+no graph survives it (unless ``retain_graph=True``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["Function", "Context", "Node", "no_grad", "is_grad_enabled", "backward", "record_profile"]
+
+_grad_enabled = True
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Context manager: ops inside record nothing (their outputs have ``requires_grad=False``)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+class Context:
+    """Scratch space an op's ``forward`` fills for its ``backward``.
+
+    ``ctx.save_for_backward(*arrays)`` keeps arrays (read back as ``ctx.saved_tensors``); any other
+    attribute (``ctx.stride = 2``) may be set too. ``ctx.needs_input_grad[i]`` says whether input ``i``
+    needs a gradient, so a backward can skip work nobody asked for.
+    """
+
+    def __init__(self, needs_input_grad: tuple[bool, ...]):
+        self.needs_input_grad = needs_input_grad
+        self.saved_tensors: tuple = ()
+
+    def save_for_backward(self, *arrays: Any) -> None:
+        self.saved_tensors = arrays
+
+
+class Node:
+    """What a tensor made by an op remembers: the op, its context, its input tensors and arguments.
+
+    The output points to its node and the node to its inputs, never back: no reference cycles, so an
+    intermediate dies as soon as nothing downstream needs it.
+    """
+
+    __slots__ = ("op", "ctx", "inputs", "kwargs", "__weakref__")
+
+    def __init__(self, op: type[Function], ctx: Context, inputs: tuple, kwargs: dict):
+        self.op, self.ctx, self.inputs, self.kwargs = op, ctx, inputs, kwargs
+
+    @property
+    def name(self) -> str:
+        return self.op.__name__
+
+
+class Function:
+    """Base class of every op, built-in or user-defined.
+
+    Subclasses define two static methods working on NumPy arrays only::
+
+        class Mul(Function):
+            '''y = a * b.   da = g * b,   db = g * a.'''
+            @staticmethod
+            def forward(ctx, a, b):
+                ctx.save_for_backward(a, b)
+                return a * b
+
+            @staticmethod
+            def backward(ctx, g):
+                a, b = ctx.saved_tensors
+                return g * b, g * a
+
+    and are used as ``Mul.apply(x, y)``: positional arguments are tensors (``Tensor``, arrays or
+    numbers), keyword arguments are passed to ``forward`` as they are (stride, axis, ...).
+    ``backward`` returns one gradient per positional input (``None`` where there is none); it may
+    return a broadcast-shaped gradient, which the engine sums back to the input's shape.
+    """
+
+    @staticmethod
+    def forward(ctx: Context, *arrays: np.ndarray, **kwargs: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Context, grad_out: np.ndarray):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs: Any, **kwargs: Any):
+        from .tensor import Tensor, as_tensor
+
+        tensors = tuple(as_tensor(x) for x in inputs)
+        needs = tuple(t.requires_grad for t in tensors)
+        ctx = Context(needs)
+        arrays = [t.data for t in tensors]
+        if _profiler is None:
+            out = cls.forward(ctx, *arrays, **kwargs)
+        else:
+            start = time.perf_counter()
+            out = cls.forward(ctx, *arrays, **kwargs)
+            _profiler(cls, "forward", time.perf_counter() - start, ctx)
+        if not isinstance(out, np.ndarray):
+            out = np.asarray(out)
+        if _grad_enabled and any(needs):
+            return Tensor._from_op(out, Node(cls, ctx, tensors, kwargs))
+        return Tensor._from_op(out, None)
+
+
+# ---------------------------------------------------------------------------------------------- #
+# The backward pass
+
+
+def _topological_order(root) -> list:
+    """Tensors ``root`` depends on through recorded ops, inputs before outputs (iterative DFS)."""
+    order, visited = [], {id(root)}
+    stack = [(root, False)]
+    while stack:
+        tensor, expanded = stack.pop()
+        if expanded:
+            order.append(tensor)
+            continue
+        stack.append((tensor, True))
+        node = tensor._node
+        if node is None:
+            continue
+        for parent in node.inputs:
+            if parent.requires_grad and id(parent) not in visited:
+                visited.add(id(parent))
+                stack.append((parent, False))
+    return order
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sums ``grad`` over the axes that broadcasting added or stretched, giving ``shape``."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(
+        extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1)
+    grad = grad.sum(axis=axes, keepdims=True) if axes else grad
+    return grad.reshape(shape)
+
+
+def _input_grads(node: Node, grad: np.ndarray) -> tuple:
+    if _profiler is None:
+        grads = node.op.backward(node.ctx, grad)
+    else:
+        start = time.perf_counter()
+        grads = node.op.backward(node.ctx, grad)
+        _profiler(node.op, "backward", time.perf_counter() - start, node.ctx)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    if len(grads) != len(node.inputs):
+        raise RuntimeError(f"{node.name}.backward returned {len(grads)} gradients for "
+                           f"{len(node.inputs)} inputs")
+    return grads
+
+
+def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
+    """Runs the reverse pass from ``root`` seeded with ``grad`` (``root``'s shape).
+
+    Leaves with ``requires_grad`` accumulate into ``.grad``. Without ``retain_graph`` every node is
+    released once used, so nothing of the graph survives; with it, intermediate tensors also keep
+    their gradient in ``.grad`` (that is what ``draw_graph(show_grads=True)`` shows).
+    """
+    order = _topological_order(root)
+    grads = {id(root): grad}
+    for tensor in reversed(order):
+        g = grads.pop(id(tensor), None)
+        node = tensor._node
+        if g is None:
+            continue
+        if node is None or retain_graph:
+            # a fresh array: a gradient passed on unchanged (by add, say) may be shared by two tensors
+            tensor.grad = np.array(g) if tensor.grad is None else tensor.grad + g
+        if node is None:
+            continue
+        for parent, pg in zip(node.inputs, _input_grads(node, g)):
+            if pg is None or not parent.requires_grad:
+                continue
+            pg = unbroadcast(np.asarray(pg), parent.shape)
+            if pg.dtype != parent.dtype:
+                pg = pg.astype(parent.dtype)
+            key = id(parent)
+            grads[key] = pg if key not in grads else grads[key] + pg
+        if not retain_graph:
+            tensor._node = None  # releases the op's saved arrays and its hold on the inputs
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Profiling hook: one optional recorder, used by draw_graph's timing annotations and benchmarks.
+
+_profiler: Callable | None = None
+
+
+def saved_bytes(ctx: Context) -> int:
+    """Bytes of the arrays an op keeps for its backward (saved tensors and ndarray attributes)."""
+    arrays = [a for a in ctx.saved_tensors if isinstance(a, np.ndarray)]
+    arrays += [v for v in vars(ctx).values() if isinstance(v, np.ndarray)]
+    seen, total = set(), 0
+    for a in arrays:
+        base = a if a.base is None else a.base
+        if id(base) not in seen and isinstance(base, np.ndarray):
+            seen.add(id(base))
+            total += base.nbytes
+    return total
+
+
+@contextlib.contextmanager
+def record_profile(callback: Callable[[type, str, float, Context], None]):
+    """Calls ``callback(op, phase, seconds, ctx)`` after every forward and backward inside the block.
+
+    ``phase`` is ``"forward"`` or ``"backward"``. Used by ``draw_graph(profile=True)`` and by
+    ``benchmarks/train_step.py --profile``; costs nothing when not active.
+    """
+    global _profiler
+    previous, _profiler = _profiler, callback
+    try:
+        yield
+    finally:
+        _profiler = previous

@@ -1,0 +1,134 @@
+"""MNIST and Fashion-MNIST, found on disk (or fetched by TensorFlow) and returned like ``keras.datasets``.
+
+Both data sets are 70000 grey 28x28 images of ten classes (digits; clothes), split 60000/10000. Where
+they are looked for, first match wins:
+
+1. the ``path`` argument, if given (and then nowhere else): a ``.npz`` file, or a directory holding the
+   four IDX files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
+   ``t10k-labels-idx1-ubyte``, each raw or ``.gz``) or ``<name>.npz``;
+2. ``$TINYGRAD_CNN_DATA/<name>``, a directory as above (``name`` is ``mnist`` or ``fashion-mnist``);
+3. the Keras cache (``$KERAS_HOME``, default ``~/.keras``): ``datasets/mnist.npz`` for MNIST,
+   ``datasets/fashion-mnist/`` with the gzipped IDX files for Fashion-MNIST;
+4. Fashion-MNIST only: ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``);
+5. a download by ``tf.keras.datasets`` when TensorFlow is installed (it fills the Keras cache).
+
+Otherwise ``FileNotFoundError`` lists every place searched and how to get the files.
+"""
+
+import os
+from pathlib import Path
+
+from .idx import check_mnist_arrays, read_idx_pair, read_npz
+
+ENV_VAR = "TINYGRAD_CNN_DATA"
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+SYSTEM_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}  # apt-get install dataset-fashion-mnist
+TF_MODULES = {"mnist": "mnist", "fashion-mnist": "fashion_mnist"}
+
+
+def load_mnist(path=None):
+    """The MNIST digits as ``((x_train, y_train), (x_test, y_test))``, like ``keras.datasets.mnist.load_data()``.
+
+    ``x_*`` are uint8 ``(N, 28, 28)`` images (0 = background, 255 = ink), ``y_*`` uint8 ``(N,)`` labels
+    0..9; N is 60000 for train and 10000 for test. ``path`` (a directory of IDX files, a directory with
+    ``mnist.npz``, or an ``.npz`` file) overrides the search described in the module docstring.
+
+    >>> (x_train, y_train), (x_test, y_test) = load_mnist()        # doctest: +SKIP
+    >>> x_train.shape, x_train.dtype, y_test.shape                   # doctest: +SKIP
+    ((60000, 28, 28), dtype('uint8'), (10000,))
+    >>> x = x_train[:, None].astype(np.float32) / 255                 # doctest: +SKIP
+    """
+    return _load("mnist", path)
+
+
+def load_fashion_mnist(path=None):
+    """Fashion-MNIST as ``((x_train, y_train), (x_test, y_test))``, like ``keras.datasets.fashion_mnist``.
+
+    Same shapes and dtypes as :func:`load_mnist`; labels 0..9 are T-shirt/top, Trouser, Pullover, Dress,
+    Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot. ``path`` is a directory of IDX files, a directory with
+    ``fashion-mnist.npz``, or an ``.npz`` file.
+
+    >>> (x_train, y_train), _ = load_fashion_mnist("/usr/share/datasets/fashion-mnist")   # doctest: +SKIP
+    >>> x_train.shape, int(y_train.max())                                                 # doctest: +SKIP
+    ((60000, 28, 28), 9)
+    """
+    return _load("fashion-mnist", path)
+
+
+def search_places(name, environ=None, home=None):
+    """The places searched for data set ``name`` when no ``path`` is given, in order (before any download).
+
+    ``environ`` (default ``os.environ``) and ``home`` (default ``Path.home()``) are parameters so that
+    tests can point the search at temporary directories.
+    """
+    environ = os.environ if environ is None else environ
+    home = Path.home() if home is None else Path(home)
+    keras = Path(environ["KERAS_HOME"]) if environ.get("KERAS_HOME") else home / ".keras"
+    places = [Path(environ[ENV_VAR]) / name] if environ.get(ENV_VAR) else []
+    places.append(keras / "datasets" / ("mnist.npz" if name == "mnist" else name))
+    if name in SYSTEM_DIRS:
+        places.append(SYSTEM_DIRS[name])
+    return places
+
+
+def _load(name, path=None, environ=None, home=None):
+    if path is not None:
+        path = Path(path).expanduser()
+        data = _read_place(path, name)
+        if data is None:
+            raise FileNotFoundError(f"load_{name.replace('-', '_')}: no data at path={str(path)!r}: "
+                                    f"{_what_is_missing(path, name)}")
+        return data
+    places = search_places(name, environ, home)
+    for place in places:
+        data = _read_place(place, name)
+        if data is not None:
+            return data
+    if not (os.environ if environ is None else environ).get(ENV_VAR):
+        places.insert(0, f"${ENV_VAR}/{name} (${ENV_VAR} is not set)")
+    return _download(name, places)
+
+
+def _idx_file(directory, stem):
+    """``directory/stem`` or ``directory/stem.gz``, whichever exists (raw first), else None."""
+    return next((p for p in (directory / stem, directory / f"{stem}.gz") if p.is_file()), None)
+
+
+def _read_place(place, name):
+    """The data at ``place`` (an .npz file, or a directory of IDX files or ``<name>.npz``), or None if absent."""
+    if place.is_file():
+        return read_npz(place)
+    if not place.is_dir():
+        return None
+    files = [_idx_file(place, stem) for stem in IDX_FILES]
+    if all(files):
+        return read_idx_pair(files[0], files[1]), read_idx_pair(files[2], files[3])
+    npz = place / f"{name}.npz"
+    return read_npz(npz) if npz.is_file() else None
+
+
+def _what_is_missing(place, name):
+    if not place.exists():
+        return "it does not exist"
+    missing = [f"{stem}[.gz]" for stem in IDX_FILES if _idx_file(place, stem) is None]
+    return f"the directory lacks {', '.join(missing)} (and holds no {name}.npz)"
+
+
+def _download(name, places):
+    searched = "\n".join(f"  - {p}" for p in places)
+    how = ("Get the data by one of: `pip install tensorflow-cpu` (then it is downloaded into the Keras cache); "
+           + ("`apt-get install dataset-fashion-mnist`; " if name in SYSTEM_DIRS else "")
+           + f"or download the four IDX files ({', '.join(f + '.gz' for f in IDX_FILES)}) into a directory "
+           f"and pass path=that directory, or put them in ${ENV_VAR}/{name}/.")
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise FileNotFoundError(f"{name} not found. Searched:\n{searched}\nand TensorFlow is not installed "
+                                f"to download it.\n{how}") from None
+    try:
+        train, test = getattr(tf.keras.datasets, TF_MODULES[name]).load_data()
+    except Exception as e:  # no network, server down, ...
+        raise FileNotFoundError(f"{name} not found. Searched:\n{searched}\nand the TensorFlow download failed "
+                                f"({type(e).__name__}: {e}).\n{how}") from e
+    source = f"tf.keras.datasets.{TF_MODULES[name]}"
+    return check_mnist_arrays(*train, f"{source} train"), check_mnist_arrays(*test, f"{source} test")
