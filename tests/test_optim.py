@@ -281,8 +281,8 @@ def test_invalid_hyperparameters(make, err, match):
 
 
 @pytest.mark.parametrize(("grads", "match"), [
-    ({"a": np.ones(3)}, r"missing \['b'\]"),
-    ({"a": np.ones(3), "b": [np.ones((2, 2))], "c": np.ones(1)}, r"unexpected \['c'\]"),
+    ({"a": np.ones(3)}, r"missing from grads: \['b'\]"),
+    ({"a": np.ones(3), "b": [np.ones((2, 2))], "c": np.ones(1)}, r"unexpected: \['c'\]"),
     ({"a": np.ones(4), "b": [np.ones((2, 2))]}, r"grads\['a'\] has shape \(4,\) but params\['a'\] has shape \(3,\)"),
     ({"a": np.ones(3), "b": (np.ones((2, 2)),)}, r"grads\['b'\] is a tuple but params\['b'\] is a list"),
     ({"a": np.ones(3), "b": [np.ones((2, 2)), np.ones(1)]}, r"grads\['b'\] has 2 items"),

@@ -3,9 +3,11 @@
 from . import testing
 from .autograd import Function, no_grad
 from .gradcheck import GradcheckError, gradcheck
+from .ops.conv import conv2d
 from .ops.elementwise import relu, sigmoid, tanh
 from .ops.linalg import linear, matmul
 from .ops.movement import flatten
+from .ops.pool import avg_pool2d, max_pool2d
 from .tensor import Tensor
 from .transforms import grad, value_and_grad
 

@@ -41,7 +41,7 @@ import numpy as np
 __all__ = ["load", "save"]
 
 TREE = "__tree__"
-_SCALARS = {bool: "bool", int: "int", float: "float", complex: "complex"}  # exact Python types
+_PY_SCALARS = {t.__name__: t for t in (bool, int, float, complex)}  # stored as 0-d bool/int64/float64/complex128
 
 
 def _read_umask() -> int:
@@ -69,6 +69,10 @@ def _encode(tree: Any, path: tuple[str, ...], arrays: dict) -> Any:
                 raise TypeError(f"save: dict keys must be str, got {key!r} at {'/'.join(path) or '<root>'!r}")
             if not path and key == TREE:
                 raise ValueError(f"save: the top-level key {TREE!r} is reserved for the structure description")
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"save: key {key!r} is not valid UTF-8 (it holds a lone surrogate)") from None
             items.append([key, _encode(sub, (*path, _escape(key)), arrays)])
         return {"dict": items}
     if isinstance(tree, (list, tuple)):
@@ -79,13 +83,13 @@ def _encode(tree: Any, path: tuple[str, ...], arrays: dict) -> Any:
         kind = "array"
     elif isinstance(tree, np.generic):
         kind = "numpy"
-    elif type(tree) in _SCALARS:
-        kind = _SCALARS[type(tree)]
+    elif type(tree) in _PY_SCALARS.values():  # exact types: a bool is not saved as an int
+        kind = type(tree).__name__
     else:
-        raise TypeError(f"save: {name or '<root>'!r} is a {type(tree).__name__}; leaves must be np.ndarray, "
+        raise TypeError(f"save: {name or '<root>'!r} has type {type(tree).__name__}; leaves must be np.ndarray, "
                         "NumPy scalars or Python bool/int/float/complex")
     try:
-        array = np.asarray(tree)
+        array = np.asarray(tree, dtype=np.int64) if kind == "int" else np.asarray(tree)
     except OverflowError:
         raise ValueError(f"save: {name or '<root>'!r} = {tree!r} does not fit in int64") from None
     if array.dtype.hasobject:
@@ -99,8 +103,10 @@ def save(path: str | os.PathLike, params: Any, *, compress: bool = False) -> Non
     """Writes ``params`` (a nested dict/list/tuple of arrays and scalars; ``None`` allowed) to ``path``.
 
     ``path``: ``str`` or ``pathlib.Path``, written exactly as given (no ``.npz`` appended), atomically.
-    ``compress=True`` deflates the members (smaller, slower). Errors: TypeError for object arrays,
-    non-``str`` dict keys or unsupported leaf types (naming the leaf's path), before anything is written.
+    ``compress=True`` deflates the members (smaller, slower). Dict subclasses are saved as dicts and
+    namedtuples as tuples. Errors, raised before anything is written and naming the leaf's path:
+    TypeError for object arrays, non-``str`` dict keys and unsupported leaf types; ValueError for the
+    reserved top-level key ``"__tree__"``, ints beyond int64 and keys that are not valid UTF-8.
 
     >>> save("ckpt.npz", {"conv1": {"w": np.zeros((8, 1, 3, 3), np.float32)}, "step": 100})
     """
@@ -109,7 +115,7 @@ def save(path: str | os.PathLike, params: Any, *, compress: bool = False) -> Non
     tree = _encode(params, (), arrays)
     arrays[TREE] = np.frombuffer(json.dumps(tree).encode("utf-8"), dtype=np.uint8)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)[:64]}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
@@ -136,8 +142,8 @@ def _decode(node: Any, npz) -> Any:
             return array
         if kind == "numpy":
             return array[()]
-        if kind in _SCALARS.values():
-            return {"bool": bool, "int": int, "float": float, "complex": complex}[kind](array[()])
+        if kind in _PY_SCALARS:
+            return _PY_SCALARS[kind](array[()])
         raise ValueError(f"unknown leaf type {kind!r}")
     (kind, children), = node.items()
     if kind == "dict":

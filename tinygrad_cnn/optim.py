@@ -116,8 +116,8 @@ def _check_like(name: str, params, tree, what: str, path: str = "") -> None:
     if kind == "a dict":
         if set(params) != set(tree):
             missing, extra = sorted(set(params) - set(tree), key=str), sorted(set(tree) - set(params), key=str)
-            raise ValueError(f"{name}: {what}{path} does not have params{path}'s keys "
-                             f"(missing {missing}, unexpected {extra})")
+            raise ValueError(f"{name}: {what}{path} and params{path} have different keys "
+                             f"(missing from {what}: {missing}, unexpected: {extra})")
         for k in sorted(params):
             _check_like(name, params[k], tree[k], what, f"{path}[{k!r}]")
     elif kind in ("a list", "a tuple"):
@@ -211,8 +211,11 @@ def adam(lr, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay
     Formulas in the module docstring. The first step moves each entry by about ``lr * sign(g)``.
 
     >>> opt = adam(1e-3)
+    >>> params = {"w": np.ones(3, np.float32)}
     >>> state = opt.init(params)                                   # {"step": 0, "m": zeros, "v": zeros}
-    >>> params, state = opt.update(params, grads, state)
+    >>> params, state = opt.update(params, {"w": np.array([2.0, -1.0, 0.0], np.float32)}, state)
+    >>> params["w"]                                                # each entry moves by ~lr * sign(g)
+    array([0.999, 1.001, 1.   ], dtype=float32)
     """
     name = "adam"
     schedule = _schedule(name, lr)

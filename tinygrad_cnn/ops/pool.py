@@ -1,0 +1,132 @@
+"""Pooling: each (KH, KW) window of every channel becomes one number, its maximum or its mean.
+
+Both ops loop over the KH*KW kernel offsets, never over pixels: for offset (i, j) the elements at
+that place in every window form one strided view (see ``windows.py``), so max-pooling is a running
+``np.maximum`` over KH*KW views and average pooling a running sum.
+
+Backward, from the notes: perturbing a non-maximal pixel does not change the window's maximum, so
+its gradient is 0; perturbing the maximal pixel moves the output one for one, so it receives the
+whole upstream gradient. On a tie exactly one element receives it: the first maximum in row-major
+order within the window. Average pooling spreads g / (KH*KW) over the window. Where windows overlap
+(stride < kernel) a pixel collects the gradients of every window it belongs to.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+from ..checks import check_ndim, check_pair, check_tensor_like
+from .windows import out_size, pad, unpad, window
+
+NCHW = (2, 3)
+
+
+def _geometry(x_shape, kernel, stride, pads):
+    return tuple(out_size(n, k, s, p0 + p1) for n, k, s, (p0, p1) in zip(x_shape[2:], kernel, stride, pads))
+
+
+def _offsets(kernel):
+    return [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]  # row-major: the tie-break order
+
+
+class MaxPool2d(Function):
+    """y[n, c, oh, ow] = max over the window at (oh*sh, ow*sw) of x padded with -inf."""
+
+    @staticmethod
+    def forward(ctx, x, *, kernel, stride, pads):
+        xp = pad(x, pads, "zeros", NCHW, value=-np.inf)
+        out_hw = _geometry(x.shape, kernel, stride, pads)
+        views = [window(xp, i, j, out_hw, stride, axes=NCHW) for i, j in _offsets(kernel)]
+        y = np.array(views[0], order="K")  # keeps the input's memory layout (NHWC stays NHWC)
+        for v in views[1:]:
+            np.maximum(y, v, out=y)
+        ctx.save_for_backward(xp, y)
+        ctx.geometry = (kernel, stride, pads, out_hw)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        xp, y = ctx.saved_tensors
+        kernel, stride, pads, out_hw = ctx.geometry
+        dxp = np.zeros_like(xp)
+        overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
+        unclaimed = np.ones(y.shape, dtype=bool)  # windows whose maximum has not received g yet
+        for i, j in _offsets(kernel):
+            hit = window(xp, i, j, out_hw, stride, axes=NCHW) == y
+            hit &= unclaimed
+            unclaimed &= ~hit
+            target = window(dxp, i, j, out_hw, stride, axes=NCHW)
+            if overlapping:
+                target += g * hit
+            else:  # each input pixel lies in one window: write instead of add
+                np.multiply(g, hit, out=target)
+        return unpad(dxp, pads, "zeros", NCHW)
+
+
+class AvgPool2d(Function):
+    """y = mean of each window of x padded with zeros (padded zeros count in the divisor)."""
+
+    @staticmethod
+    def forward(ctx, x, *, kernel, stride, pads):
+        xp = pad(x, pads, "zeros", NCHW)
+        out_hw = _geometry(x.shape, kernel, stride, pads)
+        views = [window(xp, i, j, out_hw, stride, axes=NCHW) for i, j in _offsets(kernel)]
+        y = np.array(views[0], order="K")
+        for v in views[1:]:
+            y += v
+        y *= x.dtype.type(1 / (kernel[0] * kernel[1]))
+        ctx.geometry = (xp.shape, kernel, stride, pads, out_hw)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        padded_shape, kernel, stride, pads, out_hw = ctx.geometry
+        share = g * g.dtype.type(1 / (kernel[0] * kernel[1]))
+        dxp = np.zeros(padded_shape, dtype=g.dtype)
+        for i, j in _offsets(kernel):
+            window(dxp, i, j, out_hw, stride, axes=NCHW)[...] += share
+        return unpad(dxp, pads, "zeros", NCHW)
+
+
+def _pool_args(fn, x, kernel_size, stride, padding):
+    from ..tensor import as_tensor
+
+    check_tensor_like(fn, "x", x)
+    x = as_tensor(x)
+    check_ndim(fn, "x", x.shape, 4, "(N, C, H, W)")
+    kernel = check_pair(fn, "kernel_size", kernel_size)
+    stride = kernel if stride is None else check_pair(fn, "stride", stride)
+    ph, pw = check_pair(fn, "padding", padding, minimum=0)
+    if 2 * ph > kernel[0] or 2 * pw > kernel[1]:
+        raise ValueError(f"{fn}: padding must be at most half the kernel size, got padding={padding!r} "
+                         f"for kernel_size={kernel_size!r}")
+    for axis, n, k, p in zip("HW", x.shape[2:], kernel, (ph, pw)):
+        if n + 2 * p < k:
+            raise ValueError(f"{fn}: kernel_size {k} along {axis} is larger than the padded input ({n + 2 * p}) "
+                             f"(x.shape={x.shape})")
+    return x, dict(kernel=kernel, stride=stride, pads=((ph, ph), (pw, pw)))
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """Max pooling of x (N, C, H, W) -> (N, C, OH, OW), OH = floor((H + 2*pad - KH) / stride) + 1.
+
+    ``kernel_size``, ``stride`` (default: ``kernel_size``) and ``padding`` take an int or an (h, w)
+    pair; padded positions never win (they act as -inf; padding is at most half the kernel). The
+    gradient of each window goes to its maximum only; on a tie to exactly one element, the first
+    maximum in row-major order within the window. Overlapping windows add their gradients.
+
+    >>> max_pool2d(np.zeros((1, 3, 64, 64)), 2).shape
+    (1, 3, 32, 32)
+    """
+    x, kw = _pool_args("max_pool2d", x, kernel_size, stride, padding)
+    return MaxPool2d.apply(x, **kw)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """Average pooling of x (N, C, H, W) -> (N, C, OH, OW); arguments as :func:`max_pool2d`.
+
+    Padded zeros count in the divisor (every window divides by KH*KW, PyTorch's default).
+    """
+    x, kw = _pool_args("avg_pool2d", x, kernel_size, stride, padding)
+    return AvgPool2d.apply(x, **kw)
