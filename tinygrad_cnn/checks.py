@@ -73,3 +73,32 @@ def check_tensor_like(fn: str, name: str, value: Any) -> None:
         if np.issubdtype(arr.dtype, np.number):
             return
     raise TypeError(f"{fn}: {name} must be a Tensor or an np.ndarray, got {type(value).__name__}")
+
+
+def check_bool(fn: str, name: str, value: Any) -> bool:
+    """``value`` as a bool; ints, strings and None are refused (``training=0`` is usually a slip)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{fn}: {name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def check_float(fn: str, name: str, value: Any, low: float | None = None, high: float | None = None,
+                *, low_open: bool = False) -> float:
+    """A real number (bools refused) as a float, in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{fn}: {name} must be a number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    ok = v == v  # False for NaN
+    if low is not None:
+        ok = ok and (v > low if low_open else v >= low)
+    if high is not None:
+        ok = ok and v <= high
+    if not ok:
+        if low is not None and high is not None:
+            want = f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+        elif low is not None:
+            want = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            want = "a number, not NaN," if high is None else f"<= {high:g}"
+        raise ValueError(f"{fn}: {name} must be {want}, got {value!r}")
+    return v

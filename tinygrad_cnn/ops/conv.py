@@ -21,6 +21,7 @@ NCHW to the user; only the strides differ.
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..autograd import Function
 from ..checks import check_choice, check_ndim, check_pair, check_tensor_like
@@ -45,10 +46,11 @@ def _im2col(xp: np.ndarray, kernel, out_hw, stride, dilation) -> np.ndarray:
             for j in range(kw):
                 cols_t[i, j] = window(xp, i, j, out_hw, stride, dilation, NHWC).transpose(3, 0, 1, 2)
         return cols_t.reshape(kh * kw * c, n * oh * ow).T  # a transposed view; BLAS reads it as is
+    (sh, sw), (dh, dw) = stride, dilation
+    fields = sliding_window_view(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=NHWC)  # (N, ., ., C, KH', KW')
+    fields = fields[:, : sh * (oh - 1) + 1: sh, : sw * (ow - 1) + 1: sw, :, ::dh, ::dw]   # (N, OH, OW, C, KH, KW)
     cols = np.empty((n, oh, ow, kh, kw, c), dtype=xp.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, :, i, j, :] = window(xp, i, j, out_hw, stride, dilation, NHWC)
+    cols[...] = fields.transpose(0, 1, 2, 4, 5, 3)  # one copy; runs of C contiguous floats
     return cols.reshape(n * oh * ow, kh * kw * c)
 
 

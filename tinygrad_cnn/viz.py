@@ -1,0 +1,556 @@
+"""Drawing the computation graph, with gradients and a timing/memory profile on it.
+
+Every tensor made by an op remembers a node (its op, the op's arguments and its input tensors; see
+``autograd.py``). :func:`draw_graph` walks those nodes back from an output, exactly as the backward
+pass does, and turns them into a ``graphviz.Digraph``::
+
+    a = Tensor([1.0, 2.0], requires_grad=True, name="a")
+    b = Tensor([3.0, 4.0], requires_grad=True, name="b")
+    y = (a * b + a).sum()
+    draw_graph(y)                       # 5 nodes: a, b, Mul, Add, Sum;  5 edges (a has two)
+
+What the picture shows (the torchviz layout: ops are the nodes, tensors are the edges):
+
+* one **op node** per recorded op: the op's name, its arguments (stride, axis, shape, ...), the shape
+  of the tensor it produced, and that tensor's name if it has one ("h = Relu"). Intermediate tensors
+  get no node of their own: each belongs to exactly one op, so the op node carries its shape.
+* one **leaf node** per leaf tensor (an input, a constant or a parameter): its name, shape and dtype.
+  A tensor used twice is drawn once with two out-edges. Parameters (``requires_grad=True``) are
+  filled boxes; inputs and constants are white ovals (an unnamed one-element constant shows its value).
+  Anything the engine did not record (computed under ``no_grad``, or from constants only) is a leaf.
+* the **output** has a double border.
+* edges point the way data flows: input -> op, in the op's argument order.
+
+Optional annotations: ``show_grads`` adds each tensor's gradient norm (needs
+``backward(retain_graph=True)``); ``profile`` adds each op's forward/backward time and the bytes it
+kept for backward, colours the ops by their share of the time, and puts totals in the caption.
+The profile comes from :func:`profile`, a recorder built on ``autograd.record_profile``, the engine's
+one optional hook (nothing here touches the ops).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import os
+import tempfile
+import time
+import warnings
+import weakref
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import graphviz
+import numpy as np
+
+from . import autograd
+from .tensor import Tensor
+
+__all__ = ["draw_graph", "save_graph", "profile", "Profile", "param_tensors"]
+
+_PARAM_FILL = "#cfe2ff"    # parameters: light blue boxes
+_OP_FILL = "#f2f2f2"       # ops: light grey rounded boxes
+_CLUSTER_COLOR = "#8c8c8c"
+_NO_COMPACT = {"shape", "axes", "axis", "index"}  # kwargs whose tuples must keep every entry
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Profiling
+
+
+class Profile:
+    """Forward and backward times and saved bytes of every op run while it was recording.
+
+    Made by :func:`profile`. Per op *instance* (keyed by its context object, which is unique to a
+    node and alive as long as the node) it keeps ``forward`` and ``backward`` seconds and ``saved``
+    bytes (``autograd.saved_bytes`` after the forward: arrays the node holds for its backward; an
+    array shared with a live tensor counts too). Per op *type* it keeps totals for :meth:`table`.
+    """
+
+    def __init__(self):
+        self._per_ctx: dict[int, tuple[weakref.ref, dict]] = {}
+        self._per_op: dict[str, dict] = defaultdict(
+            lambda: {"calls": 0, "forward": 0.0, "backward": 0.0, "saved": 0})
+        self.wall = 0.0  # seconds between entering and leaving the ``with`` block
+
+    def _record(self, op: type, phase: str, seconds: float, ctx: autograd.Context) -> None:
+        key = id(ctx)
+        entry = self._per_ctx.get(key)
+        if entry is None or entry[0]() is not ctx:
+            record = {"op": op.__name__, "forward": None, "backward": None, "saved": 0}
+            # the record dies with its node, so a later context reusing the id starts afresh
+            ref = weakref.ref(ctx, lambda r, k=key: self._forget(k, r))
+            entry = self._per_ctx[key] = (ref, record)
+        record, totals = entry[1], self._per_op[op.__name__]
+        record[phase] = (record[phase] or 0.0) + seconds
+        totals[phase] += seconds
+        if phase == "forward":
+            record["saved"] = autograd.saved_bytes(ctx)
+            totals["saved"] += record["saved"]
+            totals["calls"] += 1
+
+    def _forget(self, key: int, ref: weakref.ref) -> None:
+        entry = self._per_ctx.get(key)
+        if entry is not None and entry[0] is ref:
+            del self._per_ctx[key]
+
+    def lookup(self, ctx: autograd.Context) -> dict | None:
+        """``{"op", "forward", "backward", "saved"}`` for one op instance (times ``None`` if not run)."""
+        entry = self._per_ctx.get(id(ctx))
+        return entry[1] if entry is not None and entry[0]() is ctx else None
+
+    @property
+    def total_forward(self) -> float:
+        return sum(t["forward"] for t in self._per_op.values())
+
+    @property
+    def total_backward(self) -> float:
+        return sum(t["backward"] for t in self._per_op.values())
+
+    @property
+    def total_saved(self) -> int:
+        return sum(t["saved"] for t in self._per_op.values())
+
+    def table(self) -> list[dict]:
+        """One row per op type, slowest first: ``{"op", "calls", "forward", "backward", "total",
+        "share", "saved"}`` (seconds, fraction of all op time, bytes summed over calls)."""
+        grand = self.total_forward + self.total_backward
+        rows = [{"op": op, "calls": t["calls"], "forward": t["forward"], "backward": t["backward"],
+                 "total": t["forward"] + t["backward"], "saved": t["saved"]} for op, t in self._per_op.items()]
+        for row in rows:
+            row["share"] = row["total"] / grand if grand > 0 else 0.0
+        return sorted(rows, key=lambda r: -r["total"])
+
+    def summary(self) -> str:
+        """:meth:`table` as aligned text, with a total line, ready to print."""
+        lines = [f"{'op':<16}{'calls':>7}{'forward':>12}{'backward':>12}{'share':>8}{'kept':>11}"]
+        for r in self.table():
+            lines.append(f"{r['op']:<16}{r['calls']:>7}{_seconds(r['forward']):>12}{_seconds(r['backward']):>12}"
+                         f"{r['share']:>8.1%}{_bytes(r['saved']):>11}")
+        calls = sum(r["calls"] for r in self.table())
+        lines.append(f"{'total':<16}{calls:>7}{_seconds(self.total_forward):>12}"
+                     f"{_seconds(self.total_backward):>12}{'':>8}{_bytes(self.total_saved):>11}")
+        if self.wall > 0:
+            lines.append(f"(ops took {_seconds(self.total_forward + self.total_backward)} "
+                         f"of {_seconds(self.wall)} inside the profile block)")
+        return "\n".join(lines)
+
+    __str__ = summary
+
+    def __repr__(self) -> str:
+        return (f"Profile({sum(t['calls'] for t in self._per_op.values())} forward calls, "
+                f"forward {_seconds(self.total_forward)}, backward {_seconds(self.total_backward)})")
+
+
+@contextlib.contextmanager
+def profile():
+    """Records every op's forward and backward time inside the block; yields a :class:`Profile`.
+
+    >>> with profile() as prof:
+    ...     loss = (x @ w).relu().sum()
+    ...     loss.backward(retain_graph=True)      # keep the graph to draw it
+    >>> draw_graph(loss, profile=prof)            # "fwd 12 µs / bwd 30 µs (41%)", "keeps 1.2 kB"
+    >>> print(prof.summary())                     # totals per op type
+
+    Profiles nest: an enclosing recorder still sees everything.
+    """
+    recorder, outer = Profile(), autograd._profiler
+
+    def callback(op, phase, seconds, ctx):
+        recorder._record(op, phase, seconds, ctx)
+        if outer is not None:
+            outer(op, phase, seconds, ctx)
+
+    start = time.perf_counter()
+    try:
+        with autograd.record_profile(callback):
+            yield recorder
+    finally:
+        recorder.wall += time.perf_counter() - start
+
+
+def _seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 1e-3:
+        return f"{s * 1e6:.0f} µs"
+    return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} B"
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Labels
+
+
+@functools.lru_cache(maxsize=None)
+def _defaults(op: type) -> dict:
+    """Keyword defaults of ``op.forward``; an argument equal to its default is left off the label."""
+    try:
+        params = inspect.signature(op.forward).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+def _is_default(op: type, key: str, value: Any) -> bool:
+    defaults = _defaults(op)
+    if key not in defaults or isinstance(value, np.ndarray):
+        return False
+    try:
+        return type(value) is type(defaults[key]) and bool(value == defaults[key])
+    except Exception:  # an exotic __eq__: show the value
+        return False
+
+
+def _compact(value: Any) -> Any:
+    """(1, 1) -> 1 and ((0, 0), (0, 0)) -> 0: an (h, w) pair with equal halves is shown once."""
+    if isinstance(value, (tuple, list)):
+        inner = [_compact(v) for v in value]
+        if len(inner) == 2 and not isinstance(inner[0], (tuple, list)) and inner[0] == inner[1]:
+            return inner[0]
+        return tuple(inner)
+    return value
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        if value.size <= 4 and value.ndim <= 1:
+            return "[" + ", ".join(_format_value(v) for v in value.tolist()) + "]"
+        return f"{value.dtype}{tuple(value.shape)}"
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (int, str)):
+        return str(value)
+    if isinstance(value, slice):
+        parts = ["" if p is None else _format_value(p) for p in (value.start, value.stop, value.step)]
+        return ":".join(parts[:2]) + (f":{parts[2]}" if parts[2] else "")
+    if value is Ellipsis:
+        return "..."
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(_format_value(v) for v in value)
+        if any(isinstance(v, slice) or v is Ellipsis for v in value):
+            return f"[{inner}]"  # an index: x[0:2, ::2]
+        return f"({inner}{',' if len(value) == 1 else ''})"
+    return type(value).__name__
+
+
+def _format_kwargs(op: type, kwargs: dict) -> list[str]:
+    """``key=value`` for each argument worth showing (not None, not the forward's default)."""
+    items = []
+    for key, value in kwargs.items():
+        if value is None or _is_default(op, key, value):
+            continue
+        if key not in _NO_COMPACT:
+            value = _compact(value)
+        items.append(f"{key}={_format_value(value)}")
+    return items
+
+
+def _fit(items: list[str], width: int, sep: str = ", ") -> list[str]:
+    """Packs ``items`` into lines of at most ``width`` characters; an item longer than that is cut."""
+    lines: list[str] = []
+    for item in items:
+        item = item if len(item) <= width else item[: max(width - 1, 1)] + "…"
+        if lines and len(lines[-1]) + len(sep) + len(item) <= width:
+            lines[-1] += sep + item
+        else:
+            lines.append(item)
+    return lines
+
+
+def _shape(shape: tuple) -> str:
+    return "(" + ", ".join(map(str, shape)) + ")" if len(shape) != 1 else f"({shape[0]},)"
+
+
+def _grad_norm(t: Tensor) -> float | None:
+    if t.grad is None:
+        return None
+    return float(np.sqrt(np.sum(np.square(t.grad, dtype=np.float64))))
+
+
+def _label(lines: list[str]) -> str:
+    """A plain Graphviz label (never HTML), one centred line per entry."""
+    return graphviz.nohtml("\\n".join(line.replace("\\", "\\\\") for line in lines))
+
+
+# ---------------------------------------------------------------------------------------------- #
+# The graph walk
+
+
+def _walk(output: Tensor) -> list[Tensor]:
+    """Every tensor ``output`` was computed from (once each), inputs before outputs; no recursion.
+
+    Unlike the backward pass this also visits constants that need no gradient, so they get drawn.
+    A tensor is marked when it is expanded, not when it is pushed, so it is emitted only after all
+    its inputs, however often it is reached.
+    """
+    order, expanded, stack = [], set(), [(output, False)]
+    while stack:
+        tensor, done = stack.pop()
+        if done:
+            order.append(tensor)
+            continue
+        if id(tensor) in expanded:
+            continue
+        expanded.add(id(tensor))
+        stack.append((tensor, True))
+        if tensor._node is not None:
+            for parent in reversed(tensor._node.inputs):  # reversed: the first input is visited first
+                if id(parent) not in expanded:
+                    stack.append((parent, False))
+    return order
+
+
+def _name_prefix_cluster(order: list[Tensor]) -> dict[int, str]:
+    """The default grouping: a leaf named "conv1/w" belongs to cluster "conv1"; an op joins the
+    cluster of its leaf inputs when they name exactly one (so conv1's Conv2d or MatMul joins conv1,
+    the ReLU after it does not)."""
+    clusters: dict[int, str] = {}
+    for t in order:
+        if t._node is None:
+            if t.name and "/" in t.name:
+                clusters[id(t)] = t.name.rsplit("/", 1)[0]
+        else:
+            names = {clusters[id(p)] for p in t._node.inputs if p._node is None and id(p) in clusters}
+            if len(names) == 1:
+                clusters[id(t)] = names.pop()
+    return clusters
+
+
+def _depth_and_width(order: list[Tensor]) -> tuple[int, int]:
+    """Longest input-to-output path (in nodes) and the largest number of nodes at one depth."""
+    level: dict[int, int] = {}
+    for t in order:
+        node = t._node
+        level[id(t)] = 0 if node is None else 1 + max(level[id(p)] for p in node.inputs)
+    counts = np.bincount(list(level.values()))
+    return len(counts), int(counts.max())
+
+
+def draw_graph(output: Tensor, *, show_shapes: bool = True, show_grads: bool = False, profile: Profile | None = None,
+               rankdir: str | None = None, cluster: bool | Callable[[Tensor], str | None] | None = None,
+               max_label: int = 40) -> graphviz.Digraph:
+    """A ``graphviz.Digraph`` of everything ``output`` was computed from.
+
+    Nodes: one per recorded op (name, arguments, output shape) and one per leaf tensor (name, shape,
+    dtype); parameters are blue boxes, inputs and constants white ovals, the output has a double border.
+    Edges run input -> op. See the module docstring for the full legend.
+
+    Args:
+        output: the Tensor to draw back from (usually the loss). Draw *before* a plain ``backward()``,
+            which releases the graph, or use ``backward(retain_graph=True)``.
+        show_shapes: put shapes (and leaves' dtypes) on the nodes.
+        show_grads: put ``|grad|``, the L2 norm of each tensor's gradient, on the nodes (leaves: their
+            ``.grad``; ops: their output's ``.grad``). Needs ``output.backward(retain_graph=True)``
+            first, else ``ValueError``.
+        profile: a :class:`Profile` from ``with profile() as prof:`` around the forward (and backward)
+            pass: each op gets "fwd .. / bwd .. (share of the time)" and "keeps .." (bytes saved for
+            backward), a fill from white to red by its time relative to the slowest op, and the graph a
+            caption with the totals.
+        rankdir: "TB" (top to bottom), "LR", "BT" or "RL". By default "TB", since pages and notebooks
+            scroll vertically and shrink wide images; "LR" only when the graph is wider than it is deep
+            (more than 6 nodes side by side).
+        cluster: groups nodes into labelled boxes. ``None`` (default): by parameter-name prefix, a leaf
+            named "conv1/w" goes into cluster "conv1" and an op joins the one cluster its leaf inputs
+            name (nothing is grouped unless names contain "/", as ``value_and_grad`` gives them).
+            ``False``: no clusters. A callable ``cluster(tensor) -> str | None`` is called with each
+            leaf and each op's output tensor (``tensor.op`` is the op's name) and names its cluster.
+        max_label: the widest a label line may be, in characters; longer argument lists wrap, longer
+            single items are cut with "…".
+
+    Returns a ``graphviz.Digraph``: shown inline in Jupyter, ``.source`` is the DOT text,
+    ``.pipe(format="svg")`` / ``.render()`` and :func:`save_graph` need Graphviz's ``dot`` program.
+    """
+    if not isinstance(output, Tensor):
+        raise TypeError(f"draw_graph: output must be a Tensor, got {type(output).__name__}")
+    if profile is not None and not isinstance(profile, Profile):
+        raise TypeError(f"draw_graph: profile must be the recorder from `with tc.viz.profile() as prof:`, "
+                        f"got {type(profile).__name__}")
+    if rankdir is not None and rankdir not in ("TB", "LR", "BT", "RL"):
+        raise ValueError(f"draw_graph: rankdir must be 'TB', 'LR', 'BT' or 'RL', got {rankdir!r}")
+    if not (cluster is None or isinstance(cluster, bool) or callable(cluster)):
+        raise TypeError(f"draw_graph: cluster must be None, a bool or a callable, got {type(cluster).__name__}")
+    if not isinstance(max_label, int) or max_label < 8:
+        raise ValueError(f"draw_graph: max_label must be an int >= 8, got {max_label!r}")
+    if show_grads and output.grad is None:
+        raise ValueError("draw_graph(show_grads=True): the output has no gradient yet. Run "
+                         "output.backward(retain_graph=True) first: a plain backward() releases the graph "
+                         "and keeps gradients on leaves only.")
+    if output._node is None and output.requires_grad and output.grad is not None:
+        warnings.warn("draw_graph: the output is a leaf with a gradient; if it was computed by ops, backward() "
+                      "has released its graph. Use backward(retain_graph=True) to draw after backward.",
+                      stacklevel=2)
+
+    order = _walk(output)
+    ids = {id(t): f"n{i}" for i, t in enumerate(order)}
+    records = {}
+    if profile is not None:
+        records = {id(t): profile.lookup(t._node.ctx) for t in order if t._node is not None}
+        records = {k: r for k, r in records.items() if r is not None}
+        if any(t._node is not None for t in order) and not records:
+            raise ValueError("draw_graph: the profile holds no op of this graph; run the forward pass inside "
+                             "`with tc.viz.profile() as prof:`")
+    op_time = {k: (r["forward"] or 0.0) + (r["backward"] or 0.0) for k, r in records.items()}
+    total_time, slowest = sum(op_time.values()), max(op_time.values(), default=0.0)
+
+    def leaf_node(t: Tensor) -> tuple[list[str], dict]:
+        if t.requires_grad:
+            attrs = {"shape": "box", "style": "filled", "fillcolor": _PARAM_FILL}
+        else:
+            attrs = {"shape": "oval", "style": "solid"}
+        if not t.name and t.ndim == 0 and not t.requires_grad:           # a constant such as ``x * 2``
+            return [_format_value(t.data.item())], {**attrs, "fontsize": "9", "height": "0.2"}
+        lines = [t.name] if t.name else []
+        if show_shapes:
+            lines.append(f"{_shape(t.shape)} {t.dtype}")
+        return lines or ["param" if t.requires_grad else "input"], attrs
+
+    def op_node(t: Tensor) -> tuple[list[str], dict]:
+        node = t._node
+        lines = [f"{t.name} = {node.name}" if t.name else node.name]
+        lines += _fit(_format_kwargs(node.op, node.kwargs), max_label)
+        if show_shapes:
+            lines.append(_shape(t.shape))
+        attrs = {"shape": "box", "style": "rounded,filled", "fillcolor": _OP_FILL}
+        record = records.get(id(t))
+        if record is not None:
+            share = op_time[id(t)] / total_time if total_time > 0 else 0.0
+            lines.append(f"fwd {_seconds(record['forward'])} / bwd {_seconds(record['backward'])} ({share:.0%})")
+            lines.append(f"keeps {_bytes(record['saved'])}")
+            heat = op_time[id(t)] / slowest if slowest > 0 else 0.0
+            attrs["fillcolor"] = f"0.000 {0.85 * heat:.3f} 1.000"  # HSV: white -> red
+        return lines, attrs
+
+    groups: dict[str | None, list[tuple[str, str, dict]]] = defaultdict(list)
+    if cluster is None or cluster is True:
+        cluster_of = _name_prefix_cluster(order)
+    elif cluster is False:
+        cluster_of = {}
+    else:
+        cluster_of = {id(t): cluster(t) for t in order}
+    for t in order:
+        lines, attrs = leaf_node(t) if t._node is None else op_node(t)
+        if show_grads:
+            norm = _grad_norm(t)
+            if norm is not None:
+                lines.append(f"|grad| {norm:.6g}")
+        if t is output:
+            attrs.update(peripheries="2", penwidth="1.5")
+        lines = [line if len(line) <= max_label else line[: max_label - 1] + "…" for line in lines]
+        groups[cluster_of.get(id(t))].append((ids[id(t)], _label(lines), attrs))
+
+    depth, width = _depth_and_width(order)
+    if rankdir is None:
+        rankdir = "LR" if width > max(6, depth) else "TB"
+    graph = graphviz.Digraph(
+        name=output.name,
+        graph_attr={"rankdir": rankdir, "nodesep": "0.25", "ranksep": "0.35"},
+        node_attr={"fontname": "Helvetica", "fontsize": "10", "margin": "0.08,0.04", "height": "0.3"},
+        edge_attr={"arrowsize": "0.6", "color": "#555555"},
+    )
+    if records:
+        n_ops = sum(t._node is not None for t in order)
+        kept = sum(r["saved"] for r in records.values())
+        fwd = sum(r["forward"] or 0.0 for r in records.values())
+        bwd = sum(r["backward"] or 0.0 for r in records.values())
+        graph.attr(label=_label([f"{n_ops} ops: forward {_seconds(fwd)}, backward {_seconds(bwd)}, "
+                                 f"kept for backward {_bytes(kept)}"]),
+                   labelloc="t", fontname="Helvetica", fontsize="11")
+    for k, (name, members) in enumerate(groups.items()):
+        if name is None:
+            for node_id, label, attrs in members:
+                graph.node(node_id, label, **attrs)
+            continue
+        with graph.subgraph(name=f"cluster_{k}") as sub:
+            sub.attr(label=_label([str(name)]), style="rounded,dashed", color=_CLUSTER_COLOR,
+                     fontname="Helvetica", fontsize="10", labeljust="l")
+            for node_id, label, attrs in members:
+                sub.node(node_id, label, **attrs)
+    for t in order:
+        if t._node is not None:
+            for parent in t._node.inputs:
+                graph.edge(ids[id(parent)], ids[id(t)])
+    return graph
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Saving
+
+
+_FORMATS = ("svg", "png", "pdf", "dot", "gv")
+
+
+def save_graph(graph: graphviz.Digraph, path: str | os.PathLike) -> Path:
+    """Writes ``graph`` to ``path`` in the format its extension names: .svg, .png, .pdf (rendered by
+    Graphviz's ``dot``) or .dot/.gv (the DOT source, no Graphviz needed). The file is written to a
+    temporary name in the same folder and then moved into place, so a reader never sees half a file.
+    Missing parent folders are created. Returns the path.
+
+    Raises ``ValueError`` for another extension, ``RuntimeError`` (saying how to install it) when
+    ``dot`` is not installed.
+    """
+    if not isinstance(graph, (graphviz.Digraph, graphviz.Graph)):
+        raise TypeError(f"save_graph: graph must be a graphviz graph (from draw_graph), got {type(graph).__name__}")
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in _FORMATS:
+        raise ValueError(f"save_graph: cannot tell the format from {path.name!r}; use one of "
+                         f"{', '.join('.' + f for f in _FORMATS)}")
+    if fmt in ("dot", "gv"):
+        data = graph.source.encode("utf-8")
+    else:
+        try:
+            data = graph.pipe(format=fmt)
+        except graphviz.ExecutableNotFound:
+            raise RuntimeError(f"save_graph: rendering .{fmt} needs Graphviz's `dot` program, which is not on the "
+                               "PATH. Install it (`apt-get install graphviz`, `brew install graphviz`, "
+                               "`conda install graphviz`) or save the source as .dot instead.") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Naming parameters for a drawing
+
+
+def param_tensors(params: Any, requires_grad: bool = True) -> Any:
+    """``params`` (a nested dict/list/tuple of arrays) with each leaf made a Tensor named by its path,
+    as ``value_and_grad`` names them ("conv1/w"), so that a graph drawn from a model function shows
+    parameter names and groups them by layer.
+
+    >>> p = param_tensors({"fc1": {"w": np.zeros((4, 3)), "b": np.zeros(3)}})
+    >>> p["fc1"]["w"].name
+    'fc1/w'
+    """
+    from .pytree import tree_flatten, tree_paths, tree_unflatten
+
+    leaves, treedef = tree_flatten(params)
+    names = tree_paths(params)
+    tensors = []
+    for value, name in zip(leaves, names, strict=True):
+        data = value.data if isinstance(value, Tensor) else value
+        dtype = data.dtype if isinstance(data, np.ndarray) and np.issubdtype(data.dtype, np.floating) else None
+        tensors.append(Tensor(data, requires_grad=requires_grad, name=name or "param", dtype=dtype))
+    return tree_unflatten(treedef, tensors)
+
