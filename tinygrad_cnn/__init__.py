@@ -1,14 +1,24 @@
 """tinygrad_cnn: a small, readable and fast autograd framework in NumPy, built around CNNs."""
 
-from . import testing
+from . import data, init, models, optim, testing
 from .autograd import Function, no_grad
 from .gradcheck import GradcheckError, gradcheck
+from .io import load, save
 from .ops.conv import conv2d
 from .ops.elementwise import relu, sigmoid, tanh
 from .ops.linalg import linear, matmul
+from .ops.loss import cross_entropy, dropout, log_softmax, softmax
 from .ops.movement import flatten
+from .ops.norm import batch_norm
 from .ops.pool import avg_pool2d, max_pool2d
 from .tensor import Tensor
 from .transforms import grad, value_and_grad
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "Function", "no_grad", "value_and_grad", "grad", "gradcheck", "GradcheckError",
+    "conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "flatten", "matmul", "linear",
+    "relu", "sigmoid", "tanh", "softmax", "log_softmax", "cross_entropy", "dropout",
+    "save", "load", "init", "optim", "data", "models", "testing",
+]

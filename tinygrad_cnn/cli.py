@@ -1,15 +1,81 @@
-"""The command line: ``python -m tinygrad_cnn <command>`` (also installed as ``tinygrad-cnn``)."""
+"""The command line: ``python -m tinygrad_cnn train | evaluate | graph`` (also installed as ``tinygrad-cnn``).
+
+    python -m tinygrad_cnn train                            # Ising CNN, finds Tc; no download needed
+    python -m tinygrad_cnn train --dataset fashion-mnist --epochs 15
+    python -m tinygrad_cnn evaluate --params runs/<time>/params.npz
+    python -m tinygrad_cnn graph --model cnn-bn --out cnn.svg
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+# dataset: epochs, batch size, Adam learning rate, augmentation, dropout, weight decay
+DEFAULTS = {
+    "ising": dict(epochs=5, batch_size=64, lr=3e-3, augment=False, dropout=0.0, weight_decay=0.0),
+    "mnist": dict(epochs=12, batch_size=128, lr=2e-3, augment=False, dropout=0.25, weight_decay=1e-4),
+    "fashion-mnist": dict(epochs=30, batch_size=128, lr=2e-3, augment=True, dropout=0.25, weight_decay=1e-4),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .models import MODELS
+    from .tasks import DATASETS
+
     parser = argparse.ArgumentParser(
-        prog="tinygrad-cnn",
-        description="Train, evaluate and draw convolutional networks with tinygrad_cnn.")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+        prog="tinygrad-cnn", description="Train, evaluate and draw convolutional networks with tinygrad_cnn.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a CNN and write params, metrics and plots",
+                           description="Train a reference CNN. Writes params.npz, metrics.json, curves.png "
+                                       "(and phase.png for ising) into --out.")
+    train.add_argument("--dataset", choices=DATASETS, default="ising",
+                       help="ising (generated here, no download; default), mnist or fashion-mnist")
+    train.add_argument("--model", choices=list(MODELS), help="default: ising-cnn for ising, else cnn-bn")
+    train.add_argument("--epochs", type=int, help="default per dataset: ising 5, mnist 12, fashion-mnist 30")
+    train.add_argument("--batch-size", type=int, help="default: ising 64, else 128")
+    train.add_argument("--lr", type=float, help="peak learning rate (default: ising 3e-3, else 2e-3 for adam)")
+    train.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    train.add_argument("--momentum", type=float, default=0.9, help="sgd momentum (default 0.9)")
+    train.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine",
+                       help="learning-rate schedule over the whole run (default cosine)")
+    train.add_argument("--weight-decay", type=float, help="decoupled for adam, L2 for sgd")
+    train.add_argument("--dropout", type=float, help="dropout before the last layer of the image CNNs")
+    train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                       help="random shifts and left-right flips (default on for fashion-mnist)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", help="output directory (default: a fresh runs/<timestamp>)")
+    train.add_argument("--data", help="where the MNIST / Fashion-MNIST files are (see docs/data.md)")
+    train.add_argument("--limit", type=int, help="use only this many training samples (quick runs)")
+    train.add_argument("--lattice", type=int, default=24, help="Ising lattice size L (default 24)")
+    train.add_argument("--tc-method", choices=("crossing", "confusion"), default="crossing",
+                       help="crossing: where P(ordered) crosses 1/2; confusion: also learning by confusion, "
+                            "which does not use the exact Tc")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="print the test accuracy of saved params")
+    evaluate.add_argument("--params", required=True, help="a params.npz written by train")
+    evaluate.add_argument("--dataset", choices=DATASETS, help="default: the one the params were trained on")
+    evaluate.add_argument("--data", help="where the MNIST / Fashion-MNIST files are")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    graph = sub.add_parser("graph", help="draw one training step of a reference model with Graphviz")
+    graph.add_argument("--model", choices=list(MODELS), default="cnn-bn")
+    graph.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
+                       help="with or without batch norm (cnn / cnn-bn; overrides --model's choice)")
+    graph.add_argument("--batch", type=int, default=8, help="batch size of the step drawn (default 8)")
+    graph.add_argument("--grads", action="store_true", help="annotate each node with its gradient norm")
+    graph.add_argument("--profile", action="store_true", help="annotate each op with its time and memory")
+    graph.add_argument("--out", required=True, help="FILE.svg, .png, .pdf or .dot")
+    graph.set_defaults(func=cmd_graph)
     return parser
 
 
@@ -19,4 +85,176 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as e:
+        print(f"tinygrad-cnn {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+def _options(args) -> dict:
+    options = dict(DEFAULTS[args.dataset])
+    for key in ("epochs", "batch_size", "lr", "augment", "dropout", "weight_decay"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    return options
+
+
+def _optimizer(args, lr: float, steps: int, weight_decay: float):
+    from . import optim
+
+    schedule = {"cosine": lambda: optim.cosine_decay(lr, steps),
+                "step": lambda: optim.step_decay(lr, max(steps // 3, 1), 0.1),
+                "constant": lambda: lr}[args.schedule]()
+    if args.optimizer == "sgd":
+        return optim.sgd(schedule, momentum=args.momentum, nesterov=args.momentum > 0, weight_decay=weight_decay)
+    return optim.adam(schedule, weight_decay=weight_decay)
+
+
+def _progress(args, epochs: int):
+    if args.no_progress:
+        return None
+    from tqdm import tqdm
+
+    return lambda it, epoch: tqdm(it, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=True,
+                                  dynamic_ncols=True, file=sys.stderr)
+
+
+def _write_json(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def cmd_train(args) -> int:
+    from . import io, models, plots, tasks, training
+
+    options = _options(args)
+    model_name = args.model or tasks.DEFAULT_MODEL[args.dataset]
+    out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(out, exist_ok=True)
+    start = time.perf_counter()
+    task = tasks.prepare(args.dataset, seed=args.seed, data_path=args.data, lattice=args.lattice, limit=args.limit)
+    model = models.get(model_name)
+    rng = np.random.default_rng(args.seed)
+    params, state = model.init(rng)
+    steps = options["epochs"] * -(-len(task.train[1]) // options["batch_size"])
+    optimizer = _optimizer(args, options["lr"], steps, options["weight_decay"])
+    print(f"training {model_name} on {args.dataset}: {len(task.train[1])} train / {len(task.test[1])} test samples, "
+          f"{sum(p.size for p in _leaves(params)):,} parameters, {options['epochs']} epochs -> {out}")
+    meta = {**task.meta, "model": model_name}
+
+    def checkpoint(epoch, history, current):
+        io.save(os.path.join(out, "params.npz"), {"params": current, "state": state, "meta": meta})
+        print(f"epoch {epoch + 1}: train loss {history.train_loss[-1]:.4f}, "
+              f"test accuracy {history.test_accuracy[-1]:.4f}")
+
+    augment = training.random_shift_flip if options["augment"] else None
+    params, state, history = training.fit(
+        model, params, state, optimizer, task.train, task.test, epochs=options["epochs"],
+        batch_size=options["batch_size"], rng=rng, augment=augment, dropout_rate=options["dropout"],
+        progress=_progress(args, options["epochs"]), on_epoch=checkpoint)
+    metrics = {"dataset": args.dataset, "model": model_name, "epochs": options["epochs"],
+               "options": {**options, "optimizer": args.optimizer, "schedule": args.schedule, "seed": args.seed},
+               "train_loss": history.train_loss, "train_accuracy": history.train_accuracy,
+               "test_accuracy": history.test_accuracy,
+               "final_test_accuracy": history.test_accuracy[-1], "training_seconds": history.seconds,
+               "images_per_second": history.steps * options["batch_size"] / max(history.seconds, 1e-9)}
+    plots.plot_curves(history, os.path.join(out, "curves.png"), f"{model_name} on {args.dataset}")
+    if args.dataset == "ising":
+        _ising_results(args, task, model, params, state, metrics, out)
+    metrics["seconds"] = time.perf_counter() - start
+    _write_json(os.path.join(out, "metrics.json"), metrics)
+    print(f"test accuracy {metrics['final_test_accuracy']:.4f} in {metrics['seconds']:.1f} s; wrote {out}")
+    return 0
+
+
+def _ising_results(args, task, model, params, state, metrics: dict, out: str) -> None:
+    from . import plots, tasks
+
+    p = tasks.p_ordered(model, params, state, task.test[0])
+    tc_est = tasks.crossing_temperature(task.test_temperature, p)
+    metrics.update(critical_temperature=tc_est, exact_critical_temperature=tasks.TC,
+                   critical_temperature_error=(tc_est - tasks.TC) / tasks.TC)
+    print(f"critical temperature (P(ordered) = 1/2): {tc_est:.4f}  exact {tasks.TC:.4f}  "
+          f"({100 * (tc_est - tasks.TC) / tasks.TC:+.2f}%)")
+    confusion = None
+    if args.tc_method == "confusion":
+        confusion = tasks.confusion_tc(task, model_name=model.name, seed=args.seed)
+        metrics["confusion"] = confusion
+        metrics["confusion_critical_temperature"] = confusion["critical_temperature"]
+        print(f"critical temperature (learning by confusion): {confusion['critical_temperature']:.4f}  "
+              f"({100 * (confusion['critical_temperature'] - tasks.TC) / tasks.TC:+.2f}%)")
+    plots.plot_phase(task.test_temperature, p, tc_est, tasks.TC, os.path.join(out, "phase.png"), confusion)
+
+
+def _leaves(tree):
+    from .pytree import tree_leaves
+
+    return tree_leaves(tree)
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+
+def cmd_evaluate(args) -> int:
+    from . import io, models, tasks, training
+
+    saved = io.load(args.params)
+    if not isinstance(saved, dict) or not {"params", "state", "meta"} <= set(saved):
+        raise ValueError(f"{args.params} is not a checkpoint written by 'train' (it needs params, state and meta)")
+    meta = saved["meta"]
+    dataset = args.dataset or meta["dataset"]
+    model = models.get(meta["model"])
+    if dataset == "ising":
+        task = tasks.prepare("ising", seed=meta.get("seed", 0), lattice=meta.get("lattice", 24),
+                             ising_options=meta.get("ising_options") or None)
+    else:
+        task = tasks.prepare(dataset, data_path=args.data)
+        if "mean" in meta:  # the training set's normalisation, not the one recomputed here
+            (x_train, _), (x_test, y_test) = tasks.IMAGE_LOADERS[dataset](args.data)
+            task.test = (tasks.normalize_images(x_test, meta["mean"], meta["std"]), y_test.astype(np.int64))
+    acc = training.accuracy(model, saved["params"], *task.test, state=saved["state"])
+    print(f"{meta['model']} on {dataset}: test accuracy {acc:.4f} ({len(task.test[1])} samples)")
+    if dataset == "ising":
+        p = tasks.p_ordered(model, saved["params"], saved["state"], task.test[0])
+        print(f"critical temperature (P(ordered) = 1/2): {tasks.crossing_temperature(task.test_temperature, p):.4f}"
+              f"  exact {tasks.TC:.4f}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- graph
+
+def cmd_graph(args) -> int:
+    from . import models, viz
+    from .ops.loss import cross_entropy
+
+    name = args.model
+    if args.batch_norm is not None and name in ("cnn", "cnn-bn"):
+        name = "cnn-bn" if args.batch_norm else "cnn"
+    model = models.get(name)
+    rng = np.random.default_rng(0)
+    params, state = model.init(rng)
+    shape = (args.batch, 1, 24, 24) if name == "ising-cnn" else (args.batch, 1, 28, 28)
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = rng.integers(0, 2 if name == "ising-cnn" else 10, args.batch)
+    recorder = viz.profile() if args.profile else None
+    with recorder if recorder is not None else contextlib.nullcontext():
+        loss = cross_entropy(model.apply(_as_params(params), x, state=state, training=True), y)
+        loss.backward(retain_graph=True)
+    graph = viz.draw_graph(loss, show_grads=args.grads, profile=recorder)
+    viz.save_graph(graph, args.out)
+    print(f"wrote {args.out}: one training step of {name} (batch {args.batch})")
+    return 0
+
+
+def _as_params(params):
+    """Params as named leaf Tensors, as value_and_grad makes them (so the graph shows their names)."""
+    from .pytree import tree_flatten, tree_paths, tree_unflatten
+    from .tensor import Tensor
+
+    leaves, treedef = tree_flatten(params)
+    return tree_unflatten(treedef, [Tensor(v, requires_grad=True, name=n)
+                                    for v, n in zip(leaves, tree_paths(params))])

@@ -41,7 +41,7 @@ import numpy as np
 __all__ = ["load", "save"]
 
 TREE = "__tree__"
-_PY_SCALARS = {t.__name__: t for t in (bool, int, float, complex)}  # stored as 0-d bool/int64/float64/complex128
+_PY_SCALARS = {t.__name__: t for t in (bool, int, float, complex, str)}  # 0-d bool/int64/float64/complex128/unicode
 
 
 def _read_umask() -> int:
@@ -87,7 +87,7 @@ def _encode(tree: Any, path: tuple[str, ...], arrays: dict) -> Any:
         kind = type(tree).__name__
     else:
         raise TypeError(f"save: {name or '<root>'!r} has type {type(tree).__name__}; leaves must be np.ndarray, "
-                        "NumPy scalars or Python bool/int/float/complex")
+                        "NumPy scalars or Python bool/int/float/complex/str")
     try:
         array = np.asarray(tree, dtype=np.int64) if kind == "int" else np.asarray(tree)
     except OverflowError:
@@ -106,7 +106,8 @@ def save(path: str | os.PathLike, params: Any, *, compress: bool = False) -> Non
     ``compress=True`` deflates the members (smaller, slower). Dict subclasses are saved as dicts and
     namedtuples as tuples. Errors, raised before anything is written and naming the leaf's path:
     TypeError for object arrays, non-``str`` dict keys and unsupported leaf types; ValueError for the
-    reserved top-level key ``"__tree__"``, ints beyond int64 and keys that are not valid UTF-8.
+    reserved top-level key ``"__tree__"``, ints beyond int64 and keys that are not valid UTF-8. Strings
+    are stored as NumPy unicode arrays (no pickle) and come back as ``str``.
 
     >>> save("ckpt.npz", {"conv1": {"w": np.zeros((8, 1, 3, 3), np.float32)}, "step": 100})
     """

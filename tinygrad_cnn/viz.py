@@ -63,17 +63,39 @@ _NO_COMPACT = {"shape", "axes", "axis", "index"}  # kwargs whose tuples must kee
 class Profile:
     """Forward and backward times and saved bytes of every op run while it was recording.
 
-    Made by :func:`profile`. Per op *instance* (keyed by its context object, which is unique to a
-    node and alive as long as the node) it keeps ``forward`` and ``backward`` seconds and ``saved``
-    bytes (``autograd.saved_bytes`` after the forward: arrays the node holds for its backward; an
-    array shared with a live tensor counts too). Per op *type* it keeps totals for :meth:`table`.
+    Made by :func:`profile` and used as a context manager (``with profile() as prof:``). Per op
+    *instance* (keyed by its context object, which is unique to a node and alive as long as the node)
+    it keeps ``forward`` and ``backward`` seconds and ``saved`` bytes (``autograd.saved_bytes`` after
+    the forward: arrays the node holds for its backward; an array shared with a live tensor counts
+    too). Per op *type* it keeps totals for :meth:`table`.
     """
 
     def __init__(self):
         self._per_ctx: dict[int, tuple[weakref.ref, dict]] = {}
         self._per_op: dict[str, dict] = defaultdict(
             lambda: {"calls": 0, "forward": 0.0, "backward": 0.0, "saved": 0})
-        self.wall = 0.0  # seconds between entering and leaving the ``with`` block
+        self.wall = 0.0  # seconds spent inside ``with`` blocks
+        self._recording = None
+
+    def __enter__(self) -> Profile:
+        if self._recording is not None:
+            raise RuntimeError("profile: this recorder is already recording")
+        outer = autograd._profiler  # profiles nest: pass every record on to an enclosing recorder
+
+        def callback(op, phase, seconds, ctx):
+            self._record(op, phase, seconds, ctx)
+            if outer is not None:
+                outer(op, phase, seconds, ctx)
+
+        self._recording = autograd.record_profile(callback)
+        self._recording.__enter__()
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall += time.perf_counter() - self._start
+        recording, self._recording = self._recording, None
+        recording.__exit__(*exc)
 
     def _record(self, op: type, phase: str, seconds: float, ctx: autograd.Context) -> None:
         key = id(ctx)
@@ -144,9 +166,8 @@ class Profile:
                 f"forward {_seconds(self.total_forward)}, backward {_seconds(self.total_backward)})")
 
 
-@contextlib.contextmanager
-def profile():
-    """Records every op's forward and backward time inside the block; yields a :class:`Profile`.
+def profile() -> Profile:
+    """A new :class:`Profile`; use it as a context manager to record the ops run inside the block.
 
     >>> with profile() as prof:
     ...     loss = (x @ w).relu().sum()
@@ -154,21 +175,9 @@ def profile():
     >>> draw_graph(loss, profile=prof)            # "fwd 12 µs / bwd 30 µs (41%)", "keeps 1.2 kB"
     >>> print(prof.summary())                     # totals per op type
 
-    Profiles nest: an enclosing recorder still sees everything.
+    ``prof = profile(); with prof: ...`` works the same; a recorder may be entered again to add more.
     """
-    recorder, outer = Profile(), autograd._profiler
-
-    def callback(op, phase, seconds, ctx):
-        recorder._record(op, phase, seconds, ctx)
-        if outer is not None:
-            outer(op, phase, seconds, ctx)
-
-    start = time.perf_counter()
-    try:
-        with autograd.record_profile(callback):
-            yield recorder
-    finally:
-        recorder.wall += time.perf_counter() - start
+    return Profile()
 
 
 def _seconds(s: float | None) -> str:
@@ -239,10 +248,7 @@ def _format_value(value: Any) -> str:
     if value is Ellipsis:
         return "..."
     if isinstance(value, (tuple, list)):
-        inner = ", ".join(_format_value(v) for v in value)
-        if any(isinstance(v, slice) or v is Ellipsis for v in value):
-            return f"[{inner}]"  # an index: x[0:2, ::2]
-        return f"({inner}{',' if len(value) == 1 else ''})"
+        return f"({', '.join(map(_format_value, value))}{',' if len(value) == 1 else ''})"
     return type(value).__name__
 
 
@@ -254,7 +260,11 @@ def _format_kwargs(op: type, kwargs: dict) -> list[str]:
             continue
         if key not in _NO_COMPACT:
             value = _compact(value)
-        items.append(f"{key}={_format_value(value)}")
+        if key == "index":  # index=[0:2, ::2] as in x[0:2, ::2]
+            text = "[" + ", ".join(map(_format_value, value if isinstance(value, tuple) else (value,))) + "]"
+        else:
+            text = _format_value(value)
+        items.append(f"{key}={text}")
     return items
 
 
@@ -388,10 +398,10 @@ def draw_graph(output: Tensor, *, show_shapes: bool = True, show_grads: bool = F
         raise ValueError("draw_graph(show_grads=True): the output has no gradient yet. Run "
                          "output.backward(retain_graph=True) first: a plain backward() releases the graph "
                          "and keeps gradients on leaves only.")
-    if output._node is None and output.requires_grad and output.grad is not None:
-        warnings.warn("draw_graph: the output is a leaf with a gradient; if it was computed by ops, backward() "
-                      "has released its graph. Use backward(retain_graph=True) to draw after backward.",
-                      stacklevel=2)
+    if output._node is None and output.requires_grad:
+        warnings.warn("draw_graph: the output records no op, so the graph is one node. If ops computed it, "
+                      "backward() has released its graph: draw before backward(), or call "
+                      "backward(retain_graph=True).", stacklevel=2)
 
     order = _walk(output)
     ids = {id(t): f"n{i}" for i, t in enumerate(order)}
@@ -428,7 +438,8 @@ def draw_graph(output: Tensor, *, show_shapes: bool = True, show_grads: bool = F
         if record is not None:
             share = op_time[id(t)] / total_time if total_time > 0 else 0.0
             lines.append(f"fwd {_seconds(record['forward'])} / bwd {_seconds(record['backward'])} ({share:.0%})")
-            lines.append(f"keeps {_bytes(record['saved'])}")
+            if record["saved"]:
+                lines.append(f"keeps {_bytes(record['saved'])}")
             heat = op_time[id(t)] / slowest if slowest > 0 else 0.0
             attrs["fillcolor"] = f"0.000 {0.85 * heat:.3f} 1.000"  # HSV: white -> red
         return lines, attrs
@@ -522,12 +533,19 @@ def save_graph(graph: graphviz.Digraph, path: str | os.PathLike) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())  # mkstemp gives 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 # ---------------------------------------------------------------------------------------------- #

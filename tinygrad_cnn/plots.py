@@ -1,0 +1,67 @@
+"""Figures written by the ``train`` command (matplotlib, headless-safe, written atomically)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+
+def _figure(ncols: int, width: float):
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
+
+    fig = Figure(figsize=(width, 3.6), layout="constrained")
+    return fig, fig.subplots(1, ncols)
+
+
+def _save(fig, path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def plot_curves(history, path: str, title: str = "") -> None:
+    """Training loss and train/test accuracy per epoch."""
+    fig, (left, right) = _figure(2, 9)
+    epochs = np.arange(1, len(history.train_loss) + 1)
+    left.plot(epochs, history.train_loss, "o-")
+    left.set(xlabel="epoch", ylabel="training loss (cross-entropy)", yscale="log")
+    right.plot(epochs, history.train_accuracy, "o-", label="train")
+    if history.test_accuracy:
+        right.plot(epochs, history.test_accuracy, "s-", label="test")
+    right.set(xlabel="epoch", ylabel="accuracy")
+    right.legend()
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_phase(temperatures: np.ndarray, p_ordered: np.ndarray, estimate: float, exact: float, path: str,
+               confusion: dict | None = None) -> None:
+    """Mean P(ordered) against temperature with the estimated and exact Tc (and the confusion W)."""
+    fig, axes = _figure(2 if confusion else 1, 10 if confusion else 5.5)
+    ax = axes[0] if confusion else axes
+    temps = np.unique(temperatures)
+    mean = np.array([p_ordered[temperatures == t].mean() for t in temps])
+    ax.plot(temps, mean, "o-", label="mean P(ordered), test set")
+    ax.plot(temps, 1 - mean, "s--", alpha=0.6, label="mean P(disordered)")
+    ax.axvline(exact, color="k", ls=":", label=f"exact Tc = {exact:.3f}")
+    ax.axvline(estimate, color="C3", label=f"crossing = {estimate:.3f}")
+    ax.axhline(0.5, color="gray", lw=0.5)
+    ax.set(xlabel="temperature T (J / k_B)", ylabel="probability", title="Ising phase from a CNN")
+    ax.legend(fontsize=8)
+    if confusion:
+        ax2 = axes[1]
+        ax2.plot(confusion["trials"], confusion["accuracy"], "o-")
+        ax2.axvline(exact, color="k", ls=":", label=f"exact Tc = {exact:.3f}")
+        ax2.axvline(confusion["critical_temperature"], color="C3",
+                    label=f"middle peak = {confusion['critical_temperature']:.3f}")
+        ax2.set(xlabel="trial critical temperature", ylabel="test accuracy", title="learning by confusion")
+        ax2.legend(fontsize=8)
+    _save(fig, path)
