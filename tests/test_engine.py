@@ -248,3 +248,16 @@ def test_profile_recorder_sees_every_forward_and_backward():
         x = Tensor(np.ones(3), requires_grad=True)
         (x * 2).sum().backward()
     assert events == [("Mul", "forward"), ("Sum", "forward"), ("Sum", "backward"), ("Mul", "backward")]
+
+
+@given(arrays((3,), low=0.5, high=2.0), arrays((3,), low=0.5, high=2.0))
+def test_shared_input_reached_along_paths_of_different_depth(a_data, b_data):
+    """a feeds the sum both directly and through a*b: both paths must arrive before a is processed."""
+    a, b = Tensor(a_data, requires_grad=True), Tensor(b_data, requires_grad=True)
+    (a + a * b).sum().backward()
+    np.testing.assert_allclose(a.grad, b_data + 1)
+    a2 = Tensor(a_data, requires_grad=True)
+    h = a2.exp()
+    (h + h.relu()).sum().backward()
+    np.testing.assert_allclose(a2.grad, 2 * np.exp(a_data))
+    assert tc.gradcheck(lambda x, y: x + (x * y).exp() * x + y.tanh() * x, a_data, b_data)

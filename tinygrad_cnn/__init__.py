@@ -1,6 +1,6 @@
 """tinygrad_cnn: a small, readable and fast autograd framework in NumPy, built around CNNs."""
 
-from . import data, init, models, optim, testing
+from . import data, init, models, optim, testing, viz
 from .autograd import Function, no_grad
 from .gradcheck import GradcheckError, gradcheck
 from .io import load, save
@@ -13,6 +13,7 @@ from .ops.norm import batch_norm
 from .ops.pool import avg_pool2d, max_pool2d
 from .tensor import Tensor
 from .transforms import grad, value_and_grad
+from .viz import draw_graph
 
 __version__ = "0.1.0"
 
@@ -20,5 +21,5 @@ __all__ = [
     "Tensor", "Function", "no_grad", "value_and_grad", "grad", "gradcheck", "GradcheckError",
     "conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "flatten", "matmul", "linear",
     "relu", "sigmoid", "tanh", "softmax", "log_softmax", "cross_entropy", "dropout",
-    "save", "load", "init", "optim", "data", "models", "testing",
+    "draw_graph", "save", "load", "init", "optim", "data", "models", "testing", "viz",
 ]

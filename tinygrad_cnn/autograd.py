@@ -137,22 +137,26 @@ class Function:
 
 
 def _topological_order(root) -> list:
-    """Tensors ``root`` depends on through recorded ops, inputs before outputs (iterative DFS)."""
-    order, visited = [], {id(root)}
+    """Tensors ``root`` depends on through recorded ops, inputs before outputs (iterative DFS).
+
+    A tensor is appended after all of its inputs (post-order), and marked visited when it is expanded,
+    not when it is pushed: a tensor reached along two paths must come after *every* tensor using it
+    in the reversed order, or one path's gradient would arrive after the tensor was processed.
+    """
+    order, visited = [], set()
     stack = [(root, False)]
     while stack:
         tensor, expanded = stack.pop()
         if expanded:
             order.append(tensor)
             continue
+        if id(tensor) in visited:
+            continue
+        visited.add(id(tensor))
         stack.append((tensor, True))
         node = tensor._node
-        if node is None:
-            continue
-        for parent in node.inputs:
-            if parent.requires_grad and id(parent) not in visited:
-                visited.add(id(parent))
-                stack.append((parent, False))
+        if node is not None:
+            stack.extend((p, False) for p in node.inputs if p.requires_grad and id(p) not in visited)
     return order
 
 
@@ -235,7 +239,7 @@ def saved_bytes(ctx: Context) -> int:
 def record_profile(callback: Callable[[type, str, float, Context], None]):
     """Calls ``callback(op, phase, seconds, ctx)`` after every forward and backward inside the block.
 
-    ``phase`` is ``"forward"`` or ``"backward"``. Used by ``draw_graph(profile=True)`` and by
+    ``phase`` is ``"forward"`` or ``"backward"``. Used by ``tinygrad_cnn.viz.profile()`` (for ``draw_graph(..., profile=prof)``) and by
     ``benchmarks/train_step.py --profile``; costs nothing when not active.
     """
     global _profiler

@@ -240,21 +240,17 @@ def cmd_graph(args) -> int:
     shape = (args.batch, 1, 24, 24) if name == "ising-cnn" else (args.batch, 1, 28, 28)
     x = rng.standard_normal(shape).astype(np.float32)
     y = rng.integers(0, 2 if name == "ising-cnn" else 10, args.batch)
-    recorder = viz.profile() if args.profile else None
-    with recorder if recorder is not None else contextlib.nullcontext():
-        loss = cross_entropy(model.apply(_as_params(params), x, state=state, training=True), y)
+    def step():
+        loss = cross_entropy(model.apply(viz.param_tensors(params), x, state=state, training=True), y)
         loss.backward(retain_graph=True)
+        return loss
+
+    recorder = viz.profile() if args.profile else None
+    if recorder is not None:
+        step()  # warm-up: the first call of each op pays for allocations and imports
+    with recorder if recorder is not None else contextlib.nullcontext():
+        loss = step()
     graph = viz.draw_graph(loss, show_grads=args.grads, profile=recorder)
     viz.save_graph(graph, args.out)
     print(f"wrote {args.out}: one training step of {name} (batch {args.batch})")
     return 0
-
-
-def _as_params(params):
-    """Params as named leaf Tensors, as value_and_grad makes them (so the graph shows their names)."""
-    from .pytree import tree_flatten, tree_paths, tree_unflatten
-    from .tensor import Tensor
-
-    leaves, treedef = tree_flatten(params)
-    return tree_unflatten(treedef, [Tensor(v, requires_grad=True, name=n)
-                                    for v, n in zip(leaves, tree_paths(params))])

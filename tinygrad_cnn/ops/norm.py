@@ -32,12 +32,17 @@ Training also updates the running statistics in place, as PyTorch does::
     running_mean = (1 - momentum) * running_mean + momentum * mu
     running_var  = (1 - momentum) * running_var  + momentum * var * m / (m - 1)     (unbiased)
 
-Implementation notes. Per-channel sums are ``np.einsum`` reductions, which need no temporary
-array and run fast whether x is contiguous NCHW or an NCHW view of channels-last memory (what
-conv2d returns); elementwise results keep x's memory layout. The forward statistics are
-accumulated in float64 (two passes: the mean, then the squared deviations from it), so float32
-inputs get accurate statistics; everything of x's size stays in x's dtype, and gamma and beta are
-applied in x's dtype as well.
+Implementation notes. These run every training step on the largest arrays of the network, so:
+
+* statistics come from two per-channel sums, sum(x) and sum(x * x), as ``np.einsum`` reductions
+  accumulated in float64: no temporary array, accurate for float32 inputs (the float64 sums make
+  the one-pass var = E[x^2] - mu^2 safe), and fast whether x is contiguous NCHW or an NCHW view of
+  channels-last memory (what conv2d returns);
+* the forward is one affine map per channel, y = x * scale + shift: one new array, in x's dtype
+  and memory layout;
+* the backward saves x and (C,) vectors only (no normalised copy of x is kept between the passes);
+  it rebuilds x - mu in the one array that becomes dx, and the sums sum(g), sum(g * xhat) are
+  einsums in g's dtype.
 """
 
 from __future__ import annotations
@@ -80,6 +85,18 @@ def _per_channel(v: np.ndarray, ndim: int, dtype) -> np.ndarray:
     return v.astype(dtype, copy=False).reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def _normalise(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray,
+               eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """y = gamma (x - mean) / sqrt(var + eps) + beta as one affine map per channel, y = x * scale + shift
+    (one new array, two passes over x). Returns y and 1 / sqrt(var + eps) (float64, (C,))."""
+    inv_std = 1.0 / np.sqrt(var + eps)                               # (C,) float64
+    scale = gamma * inv_std
+    shift = beta - mean * scale
+    y = x * _per_channel(scale, x.ndim, x.dtype)                     # x's shape, layout and dtype
+    y += _per_channel(shift, x.ndim, x.dtype)
+    return y, inv_std
+
+
 class BatchNorm(Function):
     """Training mode: y = gamma * (x - mu) / sqrt(var + eps) + beta with the batch's mu and var.
 
@@ -89,69 +106,59 @@ class BatchNorm(Function):
 
     @staticmethod
     def forward(ctx, x, gamma, beta, *, eps, momentum=0.1, running_mean=None, running_var=None):
-        dt, nd = x.dtype, x.ndim
         m = _count(x.shape)
-        mean = _channel_sum(x, np.float64) / m                       # (C,) float64
-        xhat = x - _per_channel(mean, nd, dt)                        # x's shape and layout, x's dtype
-        var = _channel_dot(xhat, xhat, np.float64) / m               # (C,) biased, float64
-        inv_std = 1.0 / np.sqrt(var + eps)                           # (C,) float64
-        xhat *= _per_channel(inv_std, nd, dt)
-        y = xhat * _per_channel(gamma, nd, dt)
-        y += _per_channel(beta, nd, dt)
+        mean = _channel_sum(x, np.float64) / m                           # (C,) float64
+        var = np.maximum(_channel_dot(x, x, np.float64) / m - mean * mean, 0.0)  # (C,) biased
+        y, inv_std = _normalise(x, gamma, beta, mean, var, eps)
         if running_mean is not None:
             running_mean *= 1 - momentum
             running_mean += momentum * mean
             running_var *= 1 - momentum
             running_var += (momentum * m / (m - 1)) * var
-        ctx.save_for_backward(xhat, inv_std.astype(dt), gamma.astype(dt, copy=False))
+        dt = x.dtype
+        ctx.save_for_backward(x, gamma.astype(dt, copy=False), mean.astype(dt), inv_std.astype(dt))
         return y
 
     @staticmethod
     def backward(ctx, g):
-        xhat, inv_std, gamma = ctx.saved_tensors
-        nd, m = g.ndim, _count(g.shape)
-        sum_g = _channel_sum(g)                                      # (C,) = dbeta
-        sum_gx = _channel_dot(g, xhat)                               # (C,) = dgamma
-        dx = None
-        if ctx.needs_input_grad[0]:
-            k = gamma * inv_std                                      # (C,) d xhat -> dx scale
-            # dx = k (g - sum_g/m - xhat sum_gx/m), built in one array of xhat's layout
-            dx = xhat * _per_channel(sum_gx / -m, nd, g.dtype)
-            dx += _per_channel(sum_g / -m, nd, g.dtype)
+        x, gamma, mean, inv_std = ctx.saved_tensors
+        needs, nd, m = ctx.needs_input_grad, g.ndim, _count(g.shape)
+        sum_g = _channel_sum(g)                                          # (C,) = dbeta
+        if not (needs[0] or needs[1]):
+            return None, None, sum_g
+        dx = x - _per_channel(mean, nd, x.dtype)                         # xhat / r, x's layout
+        dgamma = _channel_dot(g, dx) * inv_std                           # (C,) sum(g xhat)
+        if needs[0]:
+            # dx = r gamma (g - sum(g)/m - xhat sum(g xhat)/m), built in place in one array
+            dx *= _per_channel(inv_std * dgamma / -m, nd, dx.dtype)
+            dx -= _per_channel(sum_g / m, nd, dx.dtype)
             dx += g
-            dx *= _per_channel(k, nd, g.dtype)
-        return dx, sum_gx, sum_g
+            dx *= _per_channel(gamma * inv_std, nd, dx.dtype)
+        return (dx if needs[0] else None), dgamma, sum_g
 
 
 class BatchNormEval(Function):
-    """Eval mode, fixed statistics: y = x * scale + shift, scale = gamma / sqrt(var + eps),
-    shift = beta - mean * scale.   dx = g scale,   dgamma = sum(g (x - mean)) / sqrt(var + eps),
-    dbeta = sum(g).   ``mean`` and ``var`` are (C,) arrays, outside the graph.
+    """Eval mode, fixed statistics ``mean`` and ``var`` ((C,) arrays outside the graph):
+    y = gamma (x - mean) / sqrt(var + eps) + beta = x * scale + shift.
+    dx = g scale,   dgamma = sum(g (x - mean)) / sqrt(var + eps),   dbeta = sum(g).
     """
 
     @staticmethod
     def forward(ctx, x, gamma, beta, *, mean, var, eps):
-        dt, nd = x.dtype, x.ndim
-        inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)       # (C,) float64
-        scale = gamma * inv_std
-        shift = beta - mean * scale
-        y = x * _per_channel(scale, nd, dt)
-        y += _per_channel(shift, nd, dt)
-        # copies of the (C,) statistics: the caller may update its running arrays before backward
-        ctx.scale, ctx.mean, ctx.inv_std = scale.astype(dt), mean.astype(dt), inv_std.astype(dt)
-        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None)
+        mean, var = mean.astype(np.float64), var.astype(np.float64)  # copies: the caller may update its
+        y, inv_std = _normalise(x, gamma, beta, mean, var, eps)       # running arrays before backward
+        dt = x.dtype
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, mean.astype(dt), inv_std.astype(dt),
+                              (gamma * inv_std).astype(dt))
         return y
 
     @staticmethod
     def backward(ctx, g):
-        (x,) = ctx.saved_tensors
+        x, mean, inv_std, scale = ctx.saved_tensors
         needs, nd = ctx.needs_input_grad, g.ndim
-        dx = g * _per_channel(ctx.scale, nd, g.dtype) if needs[0] else None
-        dgamma = None
-        if needs[1]:
-            dgamma = _channel_dot(g, x - _per_channel(ctx.mean, nd, x.dtype)) * ctx.inv_std
-        dbeta = _channel_sum(g) if needs[2] else None
-        return dx, dgamma, dbeta
+        dx = g * _per_channel(scale, nd, g.dtype) if needs[0] else None
+        dgamma = _channel_dot(g, x - _per_channel(mean, nd, x.dtype)) * inv_std if needs[1] else None
+        return dx, dgamma, (_channel_sum(g) if needs[2] else None)
 
 
 def _check_running(fn: str, name: str, a, channels: int, x_shape: tuple, training: bool) -> None:
