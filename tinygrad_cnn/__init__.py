@@ -1,5 +1,11 @@
 """tinygrad_cnn: a small, readable and fast autograd framework in NumPy, built around CNNs."""
 
+from ._malloc import keep_freed_memory
+
+keep_freed_memory()  # a training step re-allocates the same large arrays: keep them mapped (see _malloc)
+
+# ruff: noqa: E402
+
 from . import data, init, models, optim, testing, viz
 from .autograd import Function, no_grad
 from .gradcheck import GradcheckError, gradcheck

@@ -25,6 +25,17 @@ DEFAULTS = {
 }
 
 
+def _positive_int(text: str) -> int:
+    """argparse type for counts (epochs, batch sizes, limits): an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .models import MODELS
     from .tasks import DATASETS
@@ -39,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", choices=DATASETS, default="ising",
                        help="ising (generated here, no download; default), mnist or fashion-mnist")
     train.add_argument("--model", choices=list(MODELS), help="default: ising-cnn for ising, else cnn-bn")
-    train.add_argument("--epochs", type=int, help="default per dataset: ising 5, mnist 12, fashion-mnist 30")
-    train.add_argument("--batch-size", type=int, help="default: ising 64, else 128")
+    train.add_argument("--epochs", type=_positive_int, help="default per dataset: ising 5, mnist 12, fashion-mnist 30")
+    train.add_argument("--batch-size", type=_positive_int, help="default: ising 64, else 128")
     train.add_argument("--lr", type=float, help="peak learning rate (default: ising 3e-3, else 2e-3 for adam)")
     train.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     train.add_argument("--momentum", type=float, default=0.9, help="sgd momentum (default 0.9)")
@@ -53,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", help="output directory (default: a fresh runs/<timestamp>)")
     train.add_argument("--data", help="where the MNIST / Fashion-MNIST files are (see docs/data.md)")
-    train.add_argument("--limit", type=int, help="use only this many training samples (quick runs)")
+    train.add_argument("--limit", type=_positive_int, help="use only this many training samples (quick runs)")
     train.add_argument("--lattice", type=int, default=24, help="Ising lattice size L (default 24)")
     train.add_argument("--tc-method", choices=("crossing", "confusion"), default="crossing",
                        help="crossing: where P(ordered) crosses 1/2; confusion: also learning by confusion, "
@@ -71,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--model", choices=list(MODELS), default="cnn-bn")
     graph.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
                        help="with or without batch norm (cnn / cnn-bn; overrides --model's choice)")
-    graph.add_argument("--batch", type=int, default=8, help="batch size of the step drawn (default 8)")
+    graph.add_argument("--batch", type=_positive_int, default=8, help="batch size of the step drawn (default 8)")
     graph.add_argument("--grads", action="store_true", help="annotate each node with its gradient norm")
     graph.add_argument("--profile", action="store_true", help="annotate each op with its time and memory")
     graph.add_argument("--out", required=True, help="FILE.svg, .png, .pdf or .dot")
@@ -87,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as e:
+    except (ValueError, OSError, FloatingPointError, RuntimeError) as e:  # OSError: missing files, bad --out
         print(f"tinygrad-cnn {args.command}: error: {e}", file=sys.stderr)
         return 1
 
@@ -122,10 +133,21 @@ def _progress(args, epochs: int):
                                   dynamic_ncols=True, file=sys.stderr)
 
 
+def _json_safe(value):
+    """``value`` with every non-finite float (a failed Tc estimate is nan) replaced by None: strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def _write_json(path: str, data: dict) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
+        json.dump(_json_safe(data), f, indent=2, allow_nan=False)
     os.replace(tmp, path)
 
 

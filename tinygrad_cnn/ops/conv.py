@@ -25,6 +25,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..autograd import Function
 from ..checks import check_choice, check_ndim, check_pair, check_tensor_like
+from ..parallel import over_batch
 from .windows import out_size, pad, resolve_padding, unpad, window
 
 NHWC = (1, 2)  # spatial axes of a channels-last array
@@ -34,35 +35,31 @@ NHWC = (1, 2)  # spatial axes of a channels-last array
 _FEW_CHANNELS = 4
 
 
-def _im2col(xp: np.ndarray, kernel, out_hw, stride, dilation) -> np.ndarray:
-    """Receptive fields of the padded NHWC input ``xp`` as rows: (N*OH*OW, KH*KW*C).
+def _im2col(xp: np.ndarray, cols: np.ndarray, kernel, out_hw, stride, dilation) -> None:
+    """Fills ``cols`` (N*OH*OW, KH*KW*C) with the receptive fields of the padded NHWC input ``xp``.
 
     Column order is (i, j, c): offset-major, channel-minor, matching ``_filters_as_matrix``.
     """
     (n, _, _, c), (kh, kw), (oh, ow) = xp.shape, kernel, out_hw
-    if c < _FEW_CHANNELS:
-        cols_t = np.empty((kh, kw, c, n, oh, ow), dtype=xp.dtype)
+    if c < _FEW_CHANNELS:  # cols is the transpose of a (K, M) array: write K long contiguous rows
+        rows = np.reshape(cols.T, (kh, kw, c, n, oh, ow), copy=False)
         for i in range(kh):
             for j in range(kw):
-                cols_t[i, j] = window(xp, i, j, out_hw, stride, dilation, NHWC).transpose(3, 0, 1, 2)
-        return cols_t.reshape(kh * kw * c, n * oh * ow).T  # a transposed view; BLAS reads it as is
+                rows[i, j] = window(xp, i, j, out_hw, stride, dilation, NHWC).transpose(3, 0, 1, 2)
+        return
     (sh, sw), (dh, dw) = stride, dilation
     fields = sliding_window_view(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=NHWC)  # (N, ., ., C, KH', KW')
     fields = fields[:, : sh * (oh - 1) + 1: sh, : sw * (ow - 1) + 1: sw, :, ::dh, ::dw]   # (N, OH, OW, C, KH, KW)
-    cols = np.empty((n, oh, ow, kh, kw, c), dtype=xp.dtype)
-    cols[...] = fields.transpose(0, 1, 2, 4, 5, 3)  # one copy; runs of C contiguous floats
-    return cols.reshape(n * oh * ow, kh * kw * c)
+    np.reshape(cols, (n, oh, ow, kh, kw, c), copy=False)[...] = fields.transpose(0, 1, 2, 4, 5, 3)
 
 
-def _col2im(dcols: np.ndarray, padded_shape, kernel, out_hw, stride, dilation) -> np.ndarray:
-    """The adjoint of ``_im2col``: adds each row's gradient back onto the pixels it was copied from."""
-    (n, _, _, c), (kh, kw), (oh, ow) = padded_shape, kernel, out_hw
+def _col2im(dcols: np.ndarray, dxp: np.ndarray, kernel, out_hw, stride, dilation) -> None:
+    """The adjoint of ``_im2col``: adds each row of ``dcols`` onto the pixels of ``dxp`` it came from."""
+    (n, _, _, c), (kh, kw), (oh, ow) = dxp.shape, kernel, out_hw
     dcols = dcols.reshape(n, oh, ow, kh, kw, c)
-    dxp = np.zeros(padded_shape, dtype=dcols.dtype)
     for i in range(kh):
         for j in range(kw):
             window(dxp, i, j, out_hw, stride, dilation, NHWC)[...] += dcols[:, :, :, i, j, :]
-    return dxp
 
 
 def _filters_as_matrix(w: np.ndarray) -> np.ndarray:
@@ -72,39 +69,65 @@ def _filters_as_matrix(w: np.ndarray) -> np.ndarray:
 
 
 class Conv2d(Function):
-    """y = conv2d(x, w, b): x (N, C, H, W), w (F, C, KH, KW), b (F,) -> y (N, F, OH, OW). See the module."""
+    """y = conv2d(x, w, b): x (N, C, H, W), w (F, C, KH, KW), b (F,) -> y (N, F, OH, OW). See the module.
+
+    Both passes run image slices of the batch in parallel threads (``parallel.over_batch``): each
+    thread builds its rows of ``cols`` and multiplies them; the weight gradients of the slices add up.
+    """
 
     @staticmethod
     def forward(ctx, x, w, b=None, *, stride=(1, 1), pads=((0, 0), (0, 0)), mode="zeros", dilation=(1, 1)):
-        f, _, kh, kw = w.shape
-        xp = pad(x.transpose(0, 2, 3, 1), pads, mode, NHWC)                  # (N, Hp, Wp, C)
-        out_hw = tuple(out_size(n, k, s, 0, d) for n, k, s, d in zip(xp.shape[1:3], (kh, kw), stride, dilation))
-        cols = _im2col(xp, (kh, kw), out_hw, stride, dilation)               # (N*OH*OW, KH*KW*C)
-        wmat = _filters_as_matrix(w)                                         # (KH*KW*C, F)
-        y = cols @ wmat                                                      # (N*OH*OW, F)
-        if b is not None:
-            y += b
+        (n, c), (f, _, kh, kw) = x.shape[:2], w.shape
+        dtype = np.result_type(x.dtype, w.dtype)
+        xp = pad(x.transpose(0, 2, 3, 1), pads, mode, NHWC)                 # (N, Hp, Wp, C)
+        out_hw = tuple(out_size(size, k, s, 0, d) for size, k, s, d in zip(xp.shape[1:3], (kh, kw), stride, dilation))
+        pixels = out_hw[0] * out_hw[1]                                      # output pixels per image
+        m, k = n * pixels, kh * kw * c
+        cols = np.empty((k, m), dtype).T if c < _FEW_CHANNELS else np.empty((m, k), dtype)  # (M, K)
+        wmat = _filters_as_matrix(w).astype(dtype, copy=False)              # (K, F)
+        y = np.empty((m, f), dtype)                                         # (M, F): NHWC rows
+
+        def kernel(s: slice) -> None:
+            rows = slice(s.start * pixels, s.stop * pixels)
+            _im2col(xp[s], cols[rows], (kh, kw), out_hw, stride, dilation)
+            np.matmul(cols[rows], wmat, out=y[rows])
+            if b is not None:
+                y[rows] += b
+
+        over_batch(kernel, n, work=cols.size)
         ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None, wmat)
         ctx.geometry = (xp.shape, (kh, kw), out_hw, stride, dilation, pads, mode)
-        return y.reshape(x.shape[0], *out_hw, f).transpose(0, 3, 1, 2)       # NCHW view of NHWC memory
+        return y.reshape(n, *out_hw, f).transpose(0, 3, 1, 2)               # NCHW view of NHWC memory
 
     @staticmethod
     def backward(ctx, g):
         cols, wmat = ctx.saved_tensors
-        padded_shape, kernel, out_hw, stride, dilation, pads, mode = ctx.geometry
-        needs = ctx.needs_input_grad
-        g2 = g.transpose(0, 2, 3, 1).reshape(-1, g.shape[1])                 # (N*OH*OW, F), free if NHWC
-        dx = dw = db = None
-        if needs[0]:
-            dcols = g2 @ wmat.T                                              # (N*OH*OW, KH*KW*C)
-            dxp = _col2im(dcols, padded_shape, kernel, out_hw, stride, dilation)
-            dx = unpad(dxp, pads, mode, NHWC).transpose(0, 3, 1, 2)          # (N, C, H, W)
-        if needs[1]:
-            kh, kw = kernel
-            dw = (cols.T @ g2).reshape(kh, kw, padded_shape[3], -1).transpose(3, 2, 0, 1)  # (F, C, KH, KW)
-        if len(needs) == 3 and needs[2]:
-            db = np.ones(g2.shape[0], dtype=g2.dtype) @ g2                   # column sums by BLAS
-        return (dx, dw) if len(needs) == 2 else (dx, dw, db)
+        padded_shape, ksize, out_hw, stride, dilation, pads, mode = ctx.geometry
+        need_x, need_w, need_b = (ctx.needs_input_grad + (False,))[:3]
+        n, f = g.shape[:2]
+        pixels = out_hw[0] * out_hw[1]
+        g2 = g.transpose(0, 2, 3, 1).reshape(-1, f)                         # (M, F), free if NHWC
+        dxp = np.zeros(padded_shape, g.dtype) if need_x else None
+        ones = np.ones(n * pixels, g.dtype) if need_b else None
+
+        def kernel(s: slice):
+            rows = slice(s.start * pixels, s.stop * pixels)
+            gs = g2[rows]
+            if need_x:
+                _col2im(gs @ wmat.T, dxp[s], ksize, out_hw, stride, dilation)  # dcols: (rows, K)
+            dw = cols[rows].T @ gs if need_w else None                      # (K, F) partial sum
+            db = ones[rows] @ gs if need_b else None                        # column sums by BLAS
+            return dw, db
+
+        parts = over_batch(kernel, n, work=g2.size * wmat.shape[0] // max(f, 1))
+        dx = unpad(dxp, pads, mode, NHWC).transpose(0, 3, 1, 2) if need_x else None  # (N, C, H, W)
+        dw = db = None
+        if need_w:
+            kh, kw = ksize
+            dw = sum(p[0] for p in parts).reshape(kh, kw, -1, f).transpose(3, 2, 0, 1)  # (F, C, KH, KW)
+        if need_b:
+            db = sum(p[1] for p in parts)
+        return (dx, dw) if len(ctx.needs_input_grad) == 2 else (dx, dw, db)
 
 
 PADDING_MODES = ("zeros", "replicate", "circular")

@@ -32,7 +32,6 @@ import numpy as np
 from ..autograd import Function
 from ..checks import (check_axis, check_bool, check_choice, check_float, check_float_dtype, check_ndim,
                       check_tensor_like)
-from ..tensor import Tensor, as_tensor
 
 __all__ = ["Softmax", "LogSoftmax", "CrossEntropy", "Dropout",
            "softmax", "log_softmax", "cross_entropy", "dropout"]
@@ -140,7 +139,9 @@ class Dropout(Function):
         return g * mask
 
 
-def _check_logits_like(fn: str, x) -> Tensor:
+def _check_logits_like(fn: str, x):
+    from ..tensor import as_tensor
+
     check_tensor_like(fn, "x", x)
     x = as_tensor(x)
     check_float_dtype(fn, "x", x.dtype)
@@ -172,6 +173,8 @@ def log_softmax(x, axis=-1):
 
 
 def _check_labels(fn: str, labels, n: int, k: int, logits_shape: tuple) -> np.ndarray:
+    from ..tensor import Tensor
+
     if isinstance(labels, Tensor):
         arr = labels.data
         hint = " (Tensor(labels) makes float32; pass an integer np.ndarray or Tensor(labels, dtype=np.int64))"
@@ -206,6 +209,8 @@ def cross_entropy(logits, labels, reduction="mean"):
     >>> float(cross_entropy(np.array([[0.0, 0.0]]), [1]).item())   # log 2
     0.6931471805599453
     """
+    from ..tensor import as_tensor
+
     fn = "cross_entropy"
     check_tensor_like(fn, "logits", logits)
     logits = as_tensor(logits)
@@ -232,6 +237,8 @@ def dropout(x, p, *, training=True, rng=None):
     >>> sorted(set(y.data.ravel().tolist()))
     [0.0, 2.0]
     """
+    from ..tensor import as_tensor
+
     fn = "dropout"
     check_tensor_like(fn, "x", x)
     x = as_tensor(x)

@@ -34,15 +34,13 @@ Training also updates the running statistics in place, as PyTorch does::
 
 Implementation notes. These run every training step on the largest arrays of the network, so:
 
-* statistics come from two per-channel sums, sum(x) and sum(x * x), as ``np.einsum`` reductions
-  accumulated in float64: no temporary array, accurate for float32 inputs (the float64 sums make
-  the one-pass var = E[x^2] - mu^2 safe), and fast whether x is contiguous NCHW or an NCHW view of
-  channels-last memory (what conv2d returns);
-* the forward is one affine map per channel, y = x * scale + shift: one new array, in x's dtype
-  and memory layout;
-* the backward saves x and (C,) vectors only (no normalised copy of x is kept between the passes);
-  it rebuilds x - mu in the one array that becomes dx, and the sums sum(g), sum(g * xhat) are
-  einsums in g's dtype.
+* x is viewed as (N, P, C) when it is channels-last in memory (what conv2d returns: a per-channel
+  vector then broadcasts along the contiguous last axis) and as (N, C, P) otherwise: no copy either way;
+* the statistics are sums of x and x*x per image (a BLAS matrix-vector product over the P pixels,
+  in x's dtype), then summed over images in float64: accurate for float32 inputs and one pass;
+* forward and backward are one affine map per channel each, y = x*scale + shift and
+  dx = A*g + B*x + C, computed on image slices of the batch in parallel threads
+  (``parallel.over_batch``), each slice contributing partial sums.
 """
 
 from __future__ import annotations
@@ -53,14 +51,9 @@ import numpy as np
 
 from ..autograd import Function
 from ..checks import check_bool, check_float, check_float_dtype, check_ndim, check_tensor_like
-from ..tensor import as_tensor
+from ..parallel import over_batch
 
 __all__ = ["BatchNorm", "BatchNormEval", "batch_norm"]
-
-
-def _subscripts(ndim: int) -> str:
-    """einsum letters of x, the channel being "c": (N, C) -> "nc", (N, C, H, W) -> "nchw"."""
-    return "nc" if ndim == 2 else "nchw"
 
 
 def _count(shape: tuple) -> int:
@@ -68,33 +61,77 @@ def _count(shape: tuple) -> int:
     return math.prod(shape[:1] + shape[2:])
 
 
-def _channel_sum(a: np.ndarray, dtype=None) -> np.ndarray:
-    """Per-channel sum over every axis but 1: (N, C, ...) -> (C,)."""
-    s = _subscripts(a.ndim)
-    return np.einsum(f"{s}->c", a, dtype=dtype)
+class _Layout:
+    """How to see an (N, C, ...) array as 3-D with the channel axis last (channels-last memory, or 2-D
+    input) or in the middle (NCHW memory), without copying; and how to turn results back."""
+
+    def __init__(self, x: np.ndarray):
+        self.shape, n, c = x.shape, x.shape[0], x.shape[1]
+        nhwc = x.transpose(0, *range(2, x.ndim), 1)
+        self.last = x.ndim == 2 or nhwc.flags.c_contiguous
+        self.view3 = (n, -1, c) if self.last else (n, c, -1)
+        self.vector = (c,) if self.last else (c, 1)       # a per-channel vector broadcasting against view3
+
+    def view(self, a: np.ndarray) -> np.ndarray:
+        """``a`` (x's shape) as 3-D in this layout; a copy only if ``a`` is laid out differently."""
+        if self.last:
+            return a.transpose(0, *range(2, a.ndim), 1).reshape(self.view3)
+        return a.reshape(self.view3)
+
+    def restore(self, a3: np.ndarray) -> np.ndarray:
+        """A 3-D result in this layout back to x's shape (a view)."""
+        if not self.last:
+            return a3.reshape(self.shape)
+        nhwc = a3.reshape(self.shape[:1] + self.shape[2:] + self.shape[1:2])
+        return nhwc.transpose(0, nhwc.ndim - 1, *range(1, nhwc.ndim - 1))
+
+    def sums(self, a3: np.ndarray, b3: np.ndarray | None = None) -> np.ndarray:
+        """Per-channel sum of a (or of a*b) over a slice of images, (C,) in float64: per-image sums by
+        BLAS in a's dtype, then summed over images in float64."""
+        prod = a3 if b3 is None else a3 * b3
+        per_image = np.ones(prod.shape[1], prod.dtype) @ prod if self.last else prod.sum(axis=2)  # (n, C)
+        return per_image.sum(axis=0, dtype=np.float64)
 
 
-def _channel_dot(a: np.ndarray, b: np.ndarray, dtype=None) -> np.ndarray:
-    """Per-channel sum of a * b, without forming a * b: (N, C, ...) x2 -> (C,)."""
-    s = _subscripts(a.ndim)
-    return np.einsum(f"{s},{s}->c", a, b, dtype=dtype)
+def _affine(layout: _Layout, x3: np.ndarray, scale: np.ndarray, shift: np.ndarray,
+            g3: np.ndarray | None = None, gscale: np.ndarray | None = None) -> np.ndarray:
+    """out = x*scale + shift (+ g*gscale), per channel, image slices in parallel; (C,) float64 vectors."""
+    dtype = x3.dtype
+    scale, shift = (v.astype(dtype).reshape(layout.vector) for v in (scale, shift))
+    gscale = None if gscale is None else gscale.astype(dtype).reshape(layout.vector)
+    out = np.empty_like(x3)
+
+    def kernel(s: slice) -> None:
+        np.multiply(x3[s], scale, out=out[s])
+        out[s] += shift
+        if g3 is not None:
+            out[s] += g3[s] * gscale
+
+    over_batch(kernel, len(x3), work=x3.size)
+    return out
 
 
-def _per_channel(v: np.ndarray, ndim: int, dtype) -> np.ndarray:
-    """A (C,) vector shaped to broadcast against x: (1, C) or (1, C, 1, 1), in ``dtype``."""
-    return v.astype(dtype, copy=False).reshape((1, -1) + (1,) * (ndim - 2))
+def _sums(layout: _Layout, x3: np.ndarray, y3: np.ndarray | None = None) -> np.ndarray | tuple:
+    """Per-channel sum of x, or (sum x, sum x*y), in float64; image slices in parallel."""
+    if y3 is None:
+        return sum(over_batch(lambda s: layout.sums(x3[s]), len(x3), work=x3.size))
+    parts = over_batch(lambda s: (layout.sums(x3[s]), layout.sums(x3[s], y3[s])), len(x3), work=x3.size)
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
-def _normalise(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray,
-               eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """y = gamma (x - mean) / sqrt(var + eps) + beta as one affine map per channel, y = x * scale + shift
-    (one new array, two passes over x). Returns y and 1 / sqrt(var + eps) (float64, (C,))."""
-    inv_std = 1.0 / np.sqrt(var + eps)                               # (C,) float64
-    scale = gamma * inv_std
-    shift = beta - mean * scale
-    y = x * _per_channel(scale, x.ndim, x.dtype)                     # x's shape, layout and dtype
-    y += _per_channel(shift, x.ndim, x.dtype)
-    return y, inv_std
+def _centre(layout: _Layout, x3: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """xc = x - mean and the per-channel sum of xc^2 (float64), image slices in parallel.
+
+    Two passes (the mean first) instead of var = E[x^2] - mean^2: with a mean large against the spread
+    (say 1000 +- 1) the one-pass formula cancels away every digit of float32 sums."""
+    xc = np.empty_like(x3)
+    shift = mean.astype(x3.dtype).reshape(layout.vector)
+
+    def kernel(s: slice) -> np.ndarray:
+        np.subtract(x3[s], shift, out=xc[s])
+        return layout.sums(xc[s], xc[s])
+
+    return xc, sum(over_batch(kernel, len(x3), work=x3.size))
 
 
 class BatchNorm(Function):
@@ -106,35 +143,35 @@ class BatchNorm(Function):
 
     @staticmethod
     def forward(ctx, x, gamma, beta, *, eps, momentum=0.1, running_mean=None, running_var=None):
-        m = _count(x.shape)
-        mean = _channel_sum(x, np.float64) / m                           # (C,) float64
-        var = np.maximum(_channel_dot(x, x, np.float64) / m - mean * mean, 0.0)  # (C,) biased
-        y, inv_std = _normalise(x, gamma, beta, mean, var, eps)
+        m, layout = _count(x.shape), _Layout(x)
+        x3 = layout.view(x)
+        mean = _sums(layout, x3) / m                                         # (C,) float64
+        xc, total_sq = _centre(layout, x3, mean)                             # x - mu, sum (x - mu)^2
+        var = total_sq / m                                                   # biased
+        inv_std = 1.0 / np.sqrt(var + eps)
+        y3 = _affine(layout, xc, gamma * inv_std, beta.astype(np.float64))
         if running_mean is not None:
             running_mean *= 1 - momentum
             running_mean += momentum * mean
             running_var *= 1 - momentum
             running_var += (momentum * m / (m - 1)) * var
-        dt = x.dtype
-        ctx.save_for_backward(x, gamma.astype(dt, copy=False), mean.astype(dt), inv_std.astype(dt))
-        return y
+        ctx.save_for_backward(xc, gamma.astype(np.float64), inv_std)
+        ctx.layout = layout
+        return layout.restore(y3)
 
     @staticmethod
     def backward(ctx, g):
-        x, gamma, mean, inv_std = ctx.saved_tensors
-        needs, nd, m = ctx.needs_input_grad, g.ndim, _count(g.shape)
-        sum_g = _channel_sum(g)                                          # (C,) = dbeta
-        if not (needs[0] or needs[1]):
-            return None, None, sum_g
-        dx = x - _per_channel(mean, nd, x.dtype)                         # xhat / r, x's layout
-        dgamma = _channel_dot(g, dx) * inv_std                           # (C,) sum(g xhat)
-        if needs[0]:
-            # dx = r gamma (g - sum(g)/m - xhat sum(g xhat)/m), built in place in one array
-            dx *= _per_channel(inv_std * dgamma / -m, nd, dx.dtype)
-            dx -= _per_channel(sum_g / m, nd, dx.dtype)
-            dx += g
-            dx *= _per_channel(gamma * inv_std, nd, dx.dtype)
-        return (dx if needs[0] else None), dgamma, sum_g
+        xc, gamma, inv_std = ctx.saved_tensors
+        layout, m = ctx.layout, _count(g.shape)
+        g3 = layout.view(g)
+        sum_g, sum_g_xc = _sums(layout, g3, xc)
+        sum_g_xhat = sum_g_xc * inv_std                                      # = dgamma
+        # dx = A*g + B*(x - mu) + C per channel: the docstring's formula with xhat = (x - mu) r expanded
+        a = gamma * inv_std
+        b = -a * inv_std * sum_g_xhat / m
+        c = -a * sum_g / m
+        dx = layout.restore(_affine(layout, xc, b, c, g3, a)) if ctx.needs_input_grad[0] else None
+        return dx, sum_g_xhat, sum_g
 
 
 class BatchNormEval(Function):
@@ -145,20 +182,28 @@ class BatchNormEval(Function):
 
     @staticmethod
     def forward(ctx, x, gamma, beta, *, mean, var, eps):
-        mean, var = mean.astype(np.float64), var.astype(np.float64)  # copies: the caller may update its
-        y, inv_std = _normalise(x, gamma, beta, mean, var, eps)       # running arrays before backward
-        dt = x.dtype
-        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, mean.astype(dt), inv_std.astype(dt),
-                              (gamma * inv_std).astype(dt))
-        return y
+        layout = _Layout(x)
+        mean = mean.astype(np.float64)  # a copy: the caller may update its running arrays before backward
+        inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+        scale = gamma * inv_std
+        x3 = layout.view(x)
+        ctx.save_for_backward(x3 if ctx.needs_input_grad[1] else None, mean, inv_std, scale)
+        ctx.layout = layout
+        return layout.restore(_affine(layout, x3, scale, beta - mean * scale))  # x * scale + shift
 
     @staticmethod
     def backward(ctx, g):
-        x, mean, inv_std, scale = ctx.saved_tensors
-        needs, nd = ctx.needs_input_grad, g.ndim
-        dx = g * _per_channel(scale, nd, g.dtype) if needs[0] else None
-        dgamma = _channel_dot(g, x - _per_channel(mean, nd, x.dtype)) * inv_std if needs[1] else None
-        return dx, dgamma, (_channel_sum(g) if needs[2] else None)
+        x3, mean, inv_std, scale = ctx.saved_tensors
+        layout, needs = ctx.layout, ctx.needs_input_grad
+        g3 = layout.view(g)
+        zero = np.zeros_like(scale)
+        dx = layout.restore(_affine(layout, g3, scale, zero)) if needs[0] else None
+        sum_g = _sums(layout, g3)
+        dgamma = None
+        if needs[1]:  # sum(g (x - mean)), centred first for accuracy (see _centre)
+            xc, _ = _centre(layout, x3, mean)
+            dgamma = _sums(layout, g3, xc)[1] * inv_std
+        return dx, dgamma, sum_g
 
 
 def _check_running(fn: str, name: str, a, channels: int, x_shape: tuple, training: bool) -> None:
@@ -195,6 +240,8 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training=
     >>> batch_norm(x, np.ones(3), np.zeros(3), rm, rv, training=False).shape
     (8, 3, 4, 4)
     """
+    from ..tensor import as_tensor
+
     fn = "batch_norm"
     for name, value in (("x", x), ("gamma", gamma), ("beta", beta)):
         check_tensor_like(fn, name, value)

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..checks import check_ndim, check_pair, check_tensor_like
+from ..parallel import over_batch
 from .windows import out_size, pad, unpad, window
 
 NCHW = (2, 3)
@@ -38,9 +39,14 @@ class MaxPool2d(Function):
         xp = pad(x, pads, "zeros", NCHW, value=-np.inf)
         out_hw = _geometry(x.shape, kernel, stride, pads)
         views = [window(xp, i, j, out_hw, stride, axes=NCHW) for i, j in _offsets(kernel)]
-        y = np.array(views[0], order="K")  # keeps the input's memory layout (NHWC stays NHWC)
-        for v in views[1:]:
-            np.maximum(y, v, out=y)
+        y = np.empty_like(views[0])  # keeps the input's memory layout (NHWC stays NHWC)
+
+        def kernel_(s: slice) -> None:
+            np.copyto(y[s], views[0][s])
+            for v in views[1:]:
+                np.maximum(y[s], v[s], out=y[s])
+
+        over_batch(kernel_, len(x), work=xp.size)
         ctx.save_for_backward(xp, y)
         ctx.geometry = (kernel, stride, pads, out_hw)
         return y
@@ -51,16 +57,20 @@ class MaxPool2d(Function):
         kernel, stride, pads, out_hw = ctx.geometry
         dxp = np.zeros_like(xp)
         overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
-        unclaimed = np.ones(y.shape, dtype=bool)  # windows whose maximum has not received g yet
-        for i, j in _offsets(kernel):
-            hit = window(xp, i, j, out_hw, stride, axes=NCHW) == y
-            hit &= unclaimed
-            unclaimed &= ~hit
-            target = window(dxp, i, j, out_hw, stride, axes=NCHW)
-            if overlapping:
-                target += g * hit
-            else:  # each input pixel lies in one window: write instead of add
-                np.multiply(g, hit, out=target)
+
+        def kernel_(s: slice) -> None:
+            unclaimed = np.ones(y[s].shape, dtype=bool)  # windows whose maximum has not received g yet
+            for i, j in _offsets(kernel):
+                hit = window(xp[s], i, j, out_hw, stride, axes=NCHW) == y[s]
+                hit &= unclaimed
+                unclaimed ^= hit
+                target = window(dxp[s], i, j, out_hw, stride, axes=NCHW)
+                if overlapping:
+                    target += g[s] * hit
+                else:  # each input pixel lies in one window: write instead of add
+                    np.multiply(g[s], hit, out=target)
+
+        over_batch(kernel_, len(xp), work=xp.size)
         return unpad(dxp, pads, "zeros", NCHW)
 
 
@@ -72,10 +82,16 @@ class AvgPool2d(Function):
         xp = pad(x, pads, "zeros", NCHW)
         out_hw = _geometry(x.shape, kernel, stride, pads)
         views = [window(xp, i, j, out_hw, stride, axes=NCHW) for i, j in _offsets(kernel)]
-        y = np.array(views[0], order="K")
-        for v in views[1:]:
-            y += v
-        y *= x.dtype.type(1 / (kernel[0] * kernel[1]))
+        y = np.empty_like(views[0])
+        share = x.dtype.type(1 / (kernel[0] * kernel[1]))
+
+        def kernel_(s: slice) -> None:
+            np.copyto(y[s], views[0][s])
+            for v in views[1:]:
+                y[s] += v[s]
+            y[s] *= share
+
+        over_batch(kernel_, len(x), work=xp.size)
         ctx.geometry = (xp.shape, kernel, stride, pads, out_hw)
         return y
 

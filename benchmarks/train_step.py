@@ -1,0 +1,568 @@
+"""Training-step throughput of the reference CNN: tinygrad_cnn next to PyTorch and TensorFlow.
+
+    python benchmarks/train_step.py                       # both variants, batch 128, all installed frameworks
+    python benchmarks/train_step.py --batch 32 128 512 --rounds 5 --json results.json
+    python benchmarks/train_step.py --frameworks tinygrad_cnn torch --variant ref-bn
+    python benchmarks/train_step.py --profile --variant ref-bn   # time per op of one tinygrad_cnn step
+    python benchmarks/train_step.py --overhead                    # per-op cost of a 1,000-op chain
+
+The step: batch B of (1, 28, 28) float32 images, forward + backward + SGD update (lr 0.01, momentum
+0.9) of  conv 3x3 1->32, relu, max_pool 2; conv 3x3 32->64, relu, max_pool 2; flatten 1600;
+linear 128, relu; linear 10; cross_entropy.  "ref-bn" puts batch_norm (training mode) after each conv.
+tinygrad_cnn runs it the way users write it (``tc.models.get``, ``tc.value_and_grad``,
+``tc.optim.sgd``); the peers are defined in ``benchmarks/peers.py``.
+
+Method. Every measurement is a fresh subprocess (``--worker FRAMEWORK``) that builds the model, runs
+--warmup steps, then --steps timed steps (fewer if --seconds runs out, at least 10), and prints JSON:
+the median step time (-> img/s), its spread, and the worker's peak RSS. The frameworks take turns
+(one worker each per variant and batch, start order rotated every round) for --rounds rounds, so
+slow drift of the machine hits them all alike. Reported per framework: the median over rounds of
+img/s with its min-max, GFLOP/s (the issue's convention: forward multiply-adds x 2 flops, x 3 for
+forward + backward), the fraction of the matmul bound (B / the time NumPy needs for the step's
+matmuls at their im2col shapes, measured once in this process), and tinygrad_cnn / peer computed
+within each round, then the median of those ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULT = "RESULT-JSON "  # a worker's last line of stdout; anything a framework prints before it is ignored
+
+FRAMEWORKS = {  # name -> (module that must be importable, label)
+    "tinygrad_cnn": ("tinygrad_cnn", "tinygrad_cnn"),
+    "torch": ("torch", "PyTorch eager"),
+    "tf-eager": ("tensorflow", "TensorFlow eager"),
+    "tf-function": ("tensorflow", "TensorFlow tf.function"),
+}
+VARIANTS = {"ref": "cnn", "ref-bn": "cnn-bn"}  # variant -> tinygrad_cnn model name
+MIN_STEPS = 10
+
+
+# ------------------------------------------------------------------------------ the step's arithmetic
+
+def matmul_shapes(image: int = 28, channels=(1, 32, 64), hidden: int = 128, classes: int = 10) -> list:
+    """The step's matmuls per image as ``(layer, rows, K, N, input needs grad)``: a conv is the im2col
+    matmul (rows = output pixels, K = in_channels * 3 * 3, N = out_channels), a linear layer one row."""
+    shapes, size = [], image
+    for i, (c_in, c_out) in enumerate(itertools.pairwise(channels)):
+        out = size - 2  # valid 3x3 convolution
+        shapes.append((f"conv{i + 1}", out * out, c_in * 9, c_out, i > 0))  # the images need no gradient
+        size = out // 2  # max_pool 2
+    features = channels[-1] * size * size
+    shapes.append(("fc1", 1, features, hidden, True))
+    shapes.append(("fc2", 1, hidden, classes, True))
+    return shapes
+
+
+def flops_per_image() -> tuple[int, int]:
+    """(forward flops, step flops) per image: 2 per multiply-add, the step counted as 3x forward."""
+    forward = sum(2 * rows * k * n for _, rows, k, n, _ in matmul_shapes())
+    return forward, 3 * forward
+
+
+def _median_seconds(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def matmul_bound(batch: int, repeat: int = 10) -> dict:
+    """NumPy float32 time of every matmul of one step at batch ``batch``: forward ``cols @ W``, then
+    ``cols.T @ dY`` (weight gradient) and ``dY @ W.T`` (input gradient, where one is needed).
+    Outputs are preallocated: the bound is arithmetic, not allocation."""
+    rng = np.random.default_rng(0)
+    rows, total = [], 0.0
+    for name, per_image, k, n, input_grad in matmul_shapes():
+        m = batch * per_image
+        cols, w, dy = (rng.standard_normal(s).astype(np.float32) for s in ((m, k), (k, n), (m, n)))
+        products = [("forward", cols, w, (m, n)), ("grad W", cols.T, dy, (k, n))]
+        if input_grad:
+            products.append(("grad input", dy, w.T, (m, k)))
+        for what, a, b, out_shape in products:
+            out = np.empty(out_shape, np.float32)
+            seconds = _median_seconds(lambda a=a, b=b, out=out: np.matmul(a, b, out=out), repeat)
+            rows.append({"layer": name, "matmul": what, "shape": f"({a.shape[0]},{a.shape[1]})@({b.shape[0]},"
+                         f"{b.shape[1]})", "ms": seconds * 1e3, "gflops": 2 * a.shape[0] * a.shape[1] * b.shape[1]
+                         / seconds / 1e9})
+            total += seconds
+    return {"batch": batch, "matmuls": rows, "total_ms": total * 1e3, "img_s": batch / total}
+
+
+# ------------------------------------------------------------------------------------------- machine
+
+def machine_info() -> dict:
+    """CPU, cores, NumPy and its BLAS (threadpoolctl), and the git state of the code being measured."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "platform": platform.platform()}
+    if hasattr(os, "sched_getaffinity"):
+        info["usable_cores"] = len(os.sched_getaffinity(0))
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        info["numpy_blas_build"] = f"{blas.get('name')} {blas.get('version', '')}".strip()
+    except Exception:  # noqa: BLE001 - older NumPy: show_config has no mode=
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+        info["threadpools"] = [{k: p.get(k) for k in ("user_api", "internal_api", "version", "num_threads",
+                                                        "threading_layer", "architecture")}
+                               for p in threadpool_info()]
+    except ImportError:
+        info["threadpools"] = "threadpoolctl not installed"
+    info["git"] = git_state()
+    info["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def git_state() -> str:
+    """``<short hash>`` plus how many tracked files differ from it (read-only git commands)."""
+    def git(*args):
+        return subprocess.run(["git", "--no-optional-locks", *args], cwd=HERE, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    return f"{head}" + (f" + {len(changed)} modified tracked files in the working tree" if changed else " (clean)")
+
+
+def print_machine(info: dict) -> None:
+    print(f"machine: {info['cpu']}, {info['cpu_count']} logical CPUs"
+          + (f" ({info['usable_cores']} usable)" if "usable_cores" in info else "")
+          + f"; Python {info['python']}, NumPy {info['numpy']}"
+          + (f" built with {info['numpy_blas_build']}" if "numpy_blas_build" in info else ""))
+    pools = info["threadpools"]
+    for p in pools if isinstance(pools, list) else []:
+        print(f"  thread pool: {p['internal_api']} {p['version']} ({p['user_api']}), {p['num_threads']} threads"
+              + (f", {p['threading_layer']}" if p.get("threading_layer") else "")
+              + (f", {p['architecture']}" if p.get("architecture") else ""))
+    print(f"code: git {info['git']}; load average {info['load_avg']} (other processes compete for the cores)")
+
+
+# ------------------------------------------------------------------------------------ the steps
+
+def make_batches(batch: int, count: int = 4, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``count`` pre-generated batches of random images (B, 1, 28, 28) float32 and labels, cycled."""
+    rng = np.random.default_rng(seed)
+    return [(rng.random((batch, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, batch, dtype=np.int64))
+            for _ in range(count)]
+
+
+def tinygrad_step(batch_norm: bool, batches: list):
+    """The tinygrad_cnn step exactly as a user writes it. ``step(timings=None)`` returns the loss; with
+    a dict it also adds the seconds of ``value_and_grad`` and of the optimizer update to it."""
+    import tinygrad_cnn as tc
+
+    model = tc.models.get("cnn-bn" if batch_norm else "cnn")
+    params, state = model.init(np.random.default_rng(0))
+    opt = tc.optim.sgd(0.01, momentum=0.9)
+    opt_state = opt.init(params)
+
+    def loss_fn(p, x, y):
+        return tc.cross_entropy(model.apply(p, x, state=state, training=True), y)
+
+    loss_and_grads = tc.value_and_grad(loss_fn)
+    data = itertools.cycle(batches)
+
+    def step(timings: dict | None = None) -> float:
+        nonlocal params, opt_state
+        x, y = next(data)
+        start = time.perf_counter()
+        loss, grads = loss_and_grads(params, x, y)
+        middle = time.perf_counter()
+        params, opt_state = opt.update(params, grads, opt_state)
+        if timings is not None:
+            timings["value_and_grad"] = timings.get("value_and_grad", 0.0) + middle - start
+            timings["update"] = timings.get("update", 0.0) + time.perf_counter() - middle
+        return loss
+
+    return step, {"version": tc.__version__}
+
+
+def _blas_threads() -> list:
+    try:
+        from threadpoolctl import threadpool_info
+        return [f"{p['internal_api']}: {p['num_threads']}" for p in threadpool_info()]
+    except ImportError:
+        return []
+
+
+def build_step(framework: str, batch_norm: bool, batches: list):
+    if framework == "tinygrad_cnn":
+        return tinygrad_step(batch_norm, batches)
+    sys.path.insert(0, str(HERE))
+    import peers
+
+    if framework == "torch":
+        return peers.torch_step(batch_norm, batches)
+    return peers.tf_step(batch_norm, batches, compiled=framework == "tf-function")
+
+
+def max_rss_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
+
+
+def worker_step(args) -> dict:
+    """One measurement (this process only): build, warm up, time; the result as a dict."""
+    batches = make_batches(args.batch)
+    start = time.perf_counter()
+    step, info = build_step(args.worker, args.variant == "ref-bn", batches)
+    rss_setup = max_rss_kb()
+    losses = [float(step()) for _ in range(args.warmup)]
+    setup_s = time.perf_counter() - start
+    times, min_steps = [], min(args.steps, MIN_STEPS)
+    start = time.perf_counter()
+    while len(times) < args.steps and (len(times) < min_steps or time.perf_counter() - start < args.seconds):
+        t0 = time.perf_counter()
+        losses.append(float(step()))
+        times.append(time.perf_counter() - t0)
+    ms = np.array(times) * 1e3
+    median = float(np.median(ms))
+    info.update(blas_threads=_blas_threads(), python_threads=threading.active_count(),
+                load_avg_1min=os.getloadavg()[0])
+    return {"framework": args.worker, "variant": args.variant, "batch": args.batch, "steps": len(times),
+            "warmup": args.warmup, "median_ms": median, "img_s": args.batch / median * 1e3,
+            "p25_ms": float(np.percentile(ms, 25)), "p75_ms": float(np.percentile(ms, 75)),
+            "min_ms": float(ms.min()), "max_ms": float(ms.max()), "times_ms": [round(t, 3) for t in ms.tolist()],
+            "rss_setup_kb": rss_setup, "rss_peak_kb": max_rss_kb(), "setup_s": setup_s,
+            "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+            "info": info}
+
+
+def time_chain(x, n_ops: int, repeat: int, warmup: int = 3) -> tuple[list, list]:
+    """Seconds of building (forward) and differentiating (backward) ``y = x; y = y * 1.0001; y = y + 1e-4; ...``
+    (``n_ops`` ops) then ``y.sum()``: the same code for a tinygrad_cnn Tensor and a torch tensor."""
+    forward, backward = [], []
+    for i in range(warmup + repeat):
+        t0 = time.perf_counter()
+        y = x
+        for _ in range(n_ops // 2):
+            y = y * 1.0001
+            y = y + 1e-4
+        loss = y.sum()
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        if i >= warmup:
+            forward.append(t1 - t0)
+            backward.append(t2 - t1)
+    return forward, backward
+
+
+def worker_overhead(args) -> dict:
+    if args.worker == "tinygrad_cnn":
+        import tinygrad_cnn as tc
+
+        x, info = tc.Tensor(np.ones(4, np.float32), requires_grad=True), {"version": tc.__version__}
+    else:
+        sys.path.insert(0, str(HERE))
+        import peers
+
+        x, info = peers.torch_chain_input()
+    n_ops = 2 * (args.chain_ops // 2) + 1  # the chain and the final sum
+    forward, backward = time_chain(x, args.chain_ops, args.repeat)
+    fwd_us, bwd_us = (float(np.median(t)) / n_ops * 1e6 for t in (forward, backward))
+    return {"framework": args.worker, "ops": n_ops, "forward_us_per_op": fwd_us, "backward_us_per_op": bwd_us,
+            "total_us_per_op": fwd_us + bwd_us, "rss_peak_kb": max_rss_kb(), "info": info}
+
+
+# ------------------------------------------------------------------------------------- orchestration
+
+def installed(framework: str) -> bool:
+    return importlib.util.find_spec(FRAMEWORKS[framework][0]) is not None
+
+
+def run_worker(extra: list[str], timeout: float) -> dict:
+    """Runs this file as a worker in a fresh interpreter; its JSON result, or ``{"error": ...}``."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), *extra]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        return {"error": f"timed out after {timeout:.0f} s", "stderr": err[-3000:]}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT):
+            return json.loads(line[len(RESULT):])
+    return {"error": f"worker exited with code {proc.returncode} and no result", "stderr": proc.stderr[-3000:]}
+
+
+def _fmt(x: float, digits: int = 0) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def _spread(values: list[float], digits: int = 0) -> str:
+    return f"{_fmt(min(values), digits)}-{_fmt(max(values), digits)}" if len(values) > 1 else "-"
+
+
+def benchmark(args, frameworks: list[str], variants: list[str]) -> dict:
+    step_mflop = flops_per_image()[1] / 1e6
+    bounds = {}
+    for batch in args.batch:
+        bounds[batch] = matmul_bound(batch)
+        print(f"matmul bound at batch {batch}: {bounds[batch]['total_ms']:.2f} ms of NumPy float32 matmuls per "
+              f"step = {_fmt(bounds[batch]['img_s'])} img/s")
+    missing = [f for f in frameworks if not installed(f)]
+    present = [f for f in frameworks if f not in missing]
+    for f in missing:
+        print(f"{FRAMEWORKS[f][1]}: not installed (module {FRAMEWORKS[f][0]!r} not found), skipped")
+    print(f"\n{args.rounds} rounds x {len(args.batch)} batch sizes x {len(variants)} variants x "
+          f"{len(present)} frameworks, one fresh process each; {args.warmup} warm-up steps, then up to "
+          f"{args.steps} timed steps (at least {min(args.steps, MIN_STEPS)}, --seconds {args.seconds:g})")
+    runs = []
+    for r in range(args.rounds):
+        shift = r % max(len(present), 1)
+        order = present[shift:] + present[:shift]  # rotate who goes first
+        for batch in args.batch:
+            for variant in variants:
+                for fw in order:
+                    res = run_worker(["--worker", fw, "--variant", variant, "--batch", str(batch),
+                                      "--warmup", str(args.warmup), "--steps", str(args.steps),
+                                      "--seconds", str(args.seconds)], args.timeout)
+                    res.update(framework=fw, variant=variant, batch=batch, round=r + 1)
+                    runs.append(res)
+                    head = f"  round {r + 1}/{args.rounds}  {variant:6} b{batch:<4} {FRAMEWORKS[fw][1]:24}"
+                    if "error" in res:
+                        print(f"{head} FAILED: {res['error']}", flush=True)
+                    else:
+                        print(f"{head} {_fmt(res['img_s']):>7} img/s  ({res['median_ms']:.1f} ms, IQR "
+                              f"{res['p25_ms']:.1f}-{res['p75_ms']:.1f}, {res['steps']} steps)  peak RSS "
+                              f"{res['rss_peak_kb'] / 1024:.0f} MB  loss {res['loss_first']:.3f}->"
+                              f"{res['loss_last']:.3f}", flush=True)
+    summary = summarise(runs, present, variants, args.batch, bounds, step_mflop)
+    print_summary(summary, runs, missing, step_mflop)
+    return {"bounds": bounds, "runs": runs, "summary": summary, "not_installed": missing}
+
+
+def summarise(runs, frameworks, variants, batches, bounds, step_mflop) -> list[dict]:
+    rows = []
+    for batch in batches:
+        for variant in variants:
+            ok = defaultdict(dict)  # framework -> round -> run
+            for run in runs:
+                if run["batch"] == batch and run["variant"] == variant and "error" not in run:
+                    ok[run["framework"]][run["round"]] = run
+            tc_runs = ok.get("tinygrad_cnn", {})
+            for fw in frameworks:
+                if not ok.get(fw):
+                    rows.append({"batch": batch, "variant": variant, "framework": fw, "failed": True})
+                    continue
+                done = list(ok[fw].values())
+                img_s = [r["img_s"] for r in done]
+                median = float(np.median(img_s))
+                row = {"batch": batch, "variant": variant, "framework": fw, "rounds": len(done),
+                       "img_s": median, "img_s_min": min(img_s), "img_s_max": max(img_s),
+                       "ms": float(np.median([r["median_ms"] for r in done])),
+                       "step_iqr_pct": float(np.median([(r["p75_ms"] - r["p25_ms"]) / r["median_ms"] * 100
+                                                        for r in done])),
+                       "gflops": median * step_mflop / 1e3, "bound_fraction": median / bounds[batch]["img_s"],
+                       "rss_peak_mb": float(np.median([r["rss_peak_kb"] for r in done])) / 1024,
+                       "rss_step_mb": float(np.median([r["rss_peak_kb"] - r["rss_setup_kb"] for r in done])) / 1024,
+                       "version": done[0]["info"].get("version"), "threads": done[0]["info"].get("threads"),
+                       "blas_threads": done[0]["info"].get("blas_threads"),
+                       "python_threads": done[0]["info"].get("python_threads")}
+                ratios = [tc_runs[k]["img_s"] / ok[fw][k]["img_s"] for k in ok[fw] if k in tc_runs]
+                if fw != "tinygrad_cnn" and ratios:
+                    row.update(ratio=float(np.median(ratios)), ratio_min=min(ratios), ratio_max=max(ratios))
+                rows.append(row)
+    return rows
+
+
+def print_summary(summary, runs, missing, step_mflop) -> None:
+    print(f"\nimg/s: median over rounds (min-max over rounds); step-time IQR as % of the median step; "
+          f"GFLOP/s at {step_mflop:.2f} MFLOP per image; peak RSS of the worker (increase during the steps)")
+    header = (f"{'batch':>5} {'variant':7} {'framework':28} {'img/s':>7} {'(min-max)':>15} {'ms/step':>8} "
+              f"{'IQR %':>6} {'GFLOP/s':>8} {'bound %':>8} {'RSS MB':>13} {'tinygrad_cnn / this':>24}")
+    print(header)
+    print("-" * len(header))
+    for row in summary:
+        fw = row["framework"]
+        label = FRAMEWORKS[fw][1] + (f" {row['version'].split('+')[0]}" if row.get("version") and fw != "tinygrad_cnn"
+                                     else "")
+        if row.get("failed"):
+            print(f"{row['batch']:>5} {row['variant']:7} {label:28} failed (see below)")
+            continue
+        ratio = (f"{row['ratio']:.2f}x ({row['ratio_min']:.2f}-{row['ratio_max']:.2f})" if "ratio" in row else "")
+        print(f"{row['batch']:>5} {row['variant']:7} {label:28} {_fmt(row['img_s']):>7} "
+              f"{'(' + _spread([row['img_s_min'], row['img_s_max']]) + ')':>15} {row['ms']:8.1f} "
+              f"{row['step_iqr_pct']:6.1f} {row['gflops']:8.1f} {row['bound_fraction'] * 100:7.1f}% "
+              f"{row['rss_peak_mb']:6.0f} (+{row['rss_step_mb']:.0f}) {ratio:>24}")
+    threads = {}
+    for row in summary:
+        if not row.get("failed"):
+            threads[row["framework"]] = (row.get("threads"), row.get("blas_threads"), row.get("python_threads"))
+    for fw, (t, blas, py) in threads.items():
+        print(f"threads, {FRAMEWORKS[fw][1]}: " + ", ".join(
+            ([f"intra-op {t}"] if t else []) + ([f"BLAS {', '.join(blas)}"] if blas else [])
+            + [f"Python threads alive after the steps {py}"]))
+    for fw in missing:
+        print(f"{FRAMEWORKS[fw][1]}: not installed")
+    loads = [run["info"]["load_avg_1min"] for run in runs if "load_avg_1min" in run.get("info", {})]
+    if loads:
+        print(f"1-minute load average at the end of each worker: {min(loads):.2f}-{max(loads):.2f} "
+              f"on {os.cpu_count()} CPUs (above ~1, other processes were competing for the cores)")
+    for run in runs:
+        if "error" in run:
+            print(f"\n{FRAMEWORKS[run['framework']][1]} {run['variant']} batch {run['batch']} round {run['round']} "
+                  f"failed: {run['error']}\n--- stderr (tail) ---\n{run.get('stderr', '').strip()}")
+
+
+def overhead(args) -> dict:
+    frameworks = [f for f in ("tinygrad_cnn", "torch") if f in args.frameworks]
+    missing = [f for f in frameworks if not installed(f)]
+    present = [f for f in frameworks if f not in missing]
+    results = defaultdict(list)
+    for _ in range(args.rounds):
+        for fw in present:
+            res = run_worker(["--worker", fw, "--task", "overhead", "--chain-ops", str(args.chain_ops),
+                              "--repeat", str(args.repeat)], args.timeout)
+            if "error" in res:
+                print(f"{FRAMEWORKS[fw][1]} overhead worker failed: {res['error']}\n{res.get('stderr', '')}")
+                continue
+            results[fw].append(res)
+    print(f"\nper-op overhead: a chain of {args.chain_ops} elementwise ops (y*1.0001, y+1e-4 alternating) on a "
+          f"(4,) float32 tensor, then sum and backward; median of {args.repeat} repeats per process, median "
+          f"of {args.rounds} processes")
+    print(f"{'framework':28} {'forward us/op':>14} {'backward us/op':>15} {'total us/op':>12}")
+    summary = {}
+    for fw, rs in results.items():
+        row = {k: float(np.median([r[k] for r in rs])) for k in
+               ("forward_us_per_op", "backward_us_per_op", "total_us_per_op")}
+        row["version"] = rs[0]["info"].get("version")
+        summary[fw] = row
+        print(f"{FRAMEWORKS[fw][1] + ' ' + str(row['version']).split('+')[0]:28} {row['forward_us_per_op']:14.2f} "
+              f"{row['backward_us_per_op']:15.2f} {row['total_us_per_op']:12.2f}")
+    if "tinygrad_cnn" in summary and "torch" in summary:
+        print(f"tinygrad_cnn / PyTorch per-op time: "
+              f"{summary['tinygrad_cnn']['total_us_per_op'] / summary['torch']['total_us_per_op']:.2f}x")
+    for fw in missing:
+        print(f"{FRAMEWORKS[fw][1]}: not installed")
+    return {"overhead": summary, "overhead_runs": results}
+
+
+def profile(args, variant: str, batch: int) -> dict:
+    """Time per op type of ``--profile-steps`` tinygrad_cnn steps (after warm-up), in this process."""
+    from tinygrad_cnn.autograd import record_profile
+
+    step, _ = tinygrad_step(variant == "ref-bn", make_batches(batch))
+    for _ in range(args.warmup):
+        step()
+    n = args.profile_steps
+    table = defaultdict(lambda: [0, 0.0])
+
+    def record(op, phase, seconds, ctx):
+        entry = table[(op.__name__, phase)]
+        entry[0] += 1
+        entry[1] += seconds
+
+    timings = {}
+    with record_profile(record):
+        start = time.perf_counter()
+        for _ in range(n):
+            step(timings)
+        wall = (time.perf_counter() - start) / n
+    rows = sorted(((op, phase, count / n, total / n) for (op, phase), (count, total) in table.items()),
+                  key=lambda r: -r[3])
+    in_ops = {ph: sum(r[3] for r in rows if r[1] == ph) for ph in ("forward", "backward")}
+    vg, update = timings["value_and_grad"] / n, timings["update"] / n
+    outside = vg - in_ops["forward"] - in_ops["backward"]
+    print(f"\ntinygrad_cnn profile: {variant}, batch {batch}, float32; {'one step' if n == 1 else f'mean of {n} steps'}"
+          f" after {args.warmup} warm-up steps; code: git {git_state()}")
+    print(f"step wall time {wall * 1e3:.1f} ms ({_fmt(batch / wall)} img/s, with the profiler's own small cost)")
+    print(f"{'op':16} {'phase':9} {'count':>5} {'total ms':>9} {'% of step':>10}")
+    for op, phase, count, total in rows:
+        print(f"{op:16} {phase:9} {count:5.0f} {total * 1e3:9.2f} {total / wall * 100:9.1f}%")
+    print(f"{'inside ops':26} {sum(in_ops.values()) * 1e3:15.2f} {sum(in_ops.values()) / wall * 100:9.1f}%"
+          f"   (forward {in_ops['forward'] * 1e3:.2f} ms, backward {in_ops['backward'] * 1e3:.2f} ms)")
+    print(f"{'engine + Python overhead':26} {outside * 1e3:15.2f} {outside / wall * 100:9.1f}%"
+          f"   (value_and_grad outside any op: graph, topological order, un-broadcast, accumulation)")
+    print(f"{'optimizer update (sgd)':26} {update * 1e3:15.2f} {update / wall * 100:9.1f}%")
+    return {"variant": variant, "batch": batch, "steps": n, "wall_ms": wall * 1e3, "update_ms": update * 1e3,
+            "outside_ops_ms": outside * 1e3, "ops": [{"op": op, "phase": ph, "count": c, "ms": t * 1e3}
+                                                     for op, ph, c, t in rows]}
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", choices=["ref", "ref-bn", "both"], default="both")
+    p.add_argument("--batch", type=int, nargs="+", default=[128], help="one or more batch sizes (default 128)")
+    p.add_argument("--frameworks", nargs="+", choices=list(FRAMEWORKS), default=list(FRAMEWORKS),
+                   help="default: all; missing ones are reported as not installed")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    p.add_argument("--steps", type=int, default=30, help="timed steps per process (default 30)")
+    p.add_argument("--seconds", type=float, default=3.0,
+                   help=f"stop timing after this many seconds once {MIN_STEPS} steps are done (default 3)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds before a worker is given up")
+    p.add_argument("--json", metavar="OUT", help="save machine info, every run and the summary as JSON")
+    p.add_argument("--profile", action="store_true", help="time per op of one tinygrad_cnn step, in process")
+    p.add_argument("--profile-steps", type=int, default=1, help="with --profile: average over this many steps")
+    p.add_argument("--overhead", action="store_true", help="per-op overhead of a long chain on tiny arrays")
+    p.add_argument("--chain-ops", type=int, default=1000, help="with --overhead: chain length (default 1000)")
+    p.add_argument("--repeat", type=int, default=20, help="with --overhead: repeats per process (default 20)")
+    p.add_argument("--worker", choices=list(FRAMEWORKS), help=argparse.SUPPRESS)
+    p.add_argument("--task", choices=["step", "overhead"], default="step", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.worker:  # inside a measurement subprocess: one result, as the last line of stdout
+        if args.task == "step":
+            args.variant, args.batch = ("ref" if args.variant == "both" else args.variant), args.batch[0]
+            result = worker_step(args)
+        else:
+            result = worker_overhead(args)
+        print(RESULT + json.dumps(result), flush=True)
+        return
+    info = machine_info()
+    print_machine(info)
+    forward, step = flops_per_image()
+    print(f"work per image: forward {forward / 1e6:.3f} MFLOP (2 per multiply-add of conv/linear layers), "
+          f"step {step / 1e6:.2f} MFLOP (3x forward)")
+    variants = ["ref", "ref-bn"] if args.variant == "both" else [args.variant]
+    out = {"machine": info, "args": {k: v for k, v in vars(args).items() if k not in ("worker", "task")},
+           "mflop_per_image": step / 1e6}
+    if args.profile:
+        out["profile"] = [profile(args, v, b) for b in args.batch for v in variants]
+    if args.overhead:
+        out.update(overhead(args))
+    if not (args.profile or args.overhead):
+        out.update(benchmark(args, args.frameworks, variants))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+        print(f"\nsaved {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Batch parallelism: the heavy ops run their kernels on slices of the batch, one slice per core.
+
+NumPy's ufuncs, copies and BLAS calls release the GIL while they work on large arrays, so plain
+Python threads keep several cores busy. Without this, NumPy does everything but BLAS on one core.
+Inside a parallel region BLAS is held to one thread per call (each of our threads runs its own
+matmul on its slice); otherwise BLAS would start its own threads on top and the two would fight
+over the same cores.
+
+    y = np.empty_like(x)
+    over_batch(lambda s: np.maximum(x[s], 0, out=y[s]), len(x), work=x.size)
+
+Results are combined in slice order, so a run is bit-for-bit reproducible for a given thread count.
+``TINYGRAD_CNN_THREADS`` sets the number of threads (default: the cores this process may use);
+``1`` turns the threading off.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+# Below this many array elements a kernel runs on the calling thread: handing work to a thread
+# costs tens of microseconds, more than the work itself.
+MIN_PARALLEL_WORK = 1 << 16
+
+_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_blas = None  # threadpoolctl controller of the BLAS libraries, created on first use
+_local = threading.local()
+
+
+def num_threads() -> int:
+    """Threads used for batch-parallel kernels (``TINYGRAD_CNN_THREADS``, else the usable cores)."""
+    value = os.environ.get("TINYGRAD_CNN_THREADS")
+    if value:
+        return max(int(value), 1)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def batch_slices(n: int, parts: int) -> list[slice]:
+    """``parts`` contiguous slices covering range(n), sizes differing by at most one."""
+    bounds = [n * k // parts for k in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def _resources(threads: int):
+    global _pool, _blas
+    with _lock:
+        if _pool is None or _pool._max_workers < threads - 1:
+            _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="tinygrad_cnn")
+        if _blas is None:
+            from threadpoolctl import ThreadpoolController
+
+            _blas = ThreadpoolController().select(user_api="blas")
+    return _pool, _blas
+
+
+def over_batch(kernel: Callable[[slice], T], n: int, *, work: int) -> list[T]:
+    """``[kernel(s) for s in slices of range(n)]``, the slices run in parallel threads.
+
+    ``work`` (elements touched) decides whether threads pay off. ``kernel`` must only write to the
+    parts of shared arrays that belong to its slice, and return what must be combined (partial sums).
+    Nested calls (a kernel calling ``over_batch``) run serially.
+    """
+    threads = min(num_threads(), n)
+    if threads <= 1 or work < MIN_PARALLEL_WORK or getattr(_local, "inside", False):
+        return [kernel(slice(0, n))]
+    pool, blas = _resources(threads)
+    slices = batch_slices(n, threads)
+
+    def run(s: slice) -> T:
+        _local.inside = True
+        try:
+            return kernel(s)
+        finally:
+            _local.inside = False
+
+    with blas.limit(limits=1):
+        futures = [pool.submit(run, s) for s in slices[1:]]
+        try:
+            first = run(slices[0])
+        finally:
+            wait(futures)  # never leave threads writing into arrays after an exception here
+        return [first] + [f.result() for f in futures]
