@@ -27,9 +27,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["Function", "Context", "Node", "no_grad", "is_grad_enabled", "backward", "record_profile"]
+__all__ = ["Function", "Context", "Node", "no_grad", "is_grad_enabled", "backward", "record_profile",
+           "detect_anomaly"]
 
 _grad_enabled = True
+_detect_anomaly = False
 
 
 def is_grad_enabled() -> bool:
@@ -45,6 +47,31 @@ def no_grad():
         yield
     finally:
         _grad_enabled = previous
+
+
+@contextlib.contextmanager
+def detect_anomaly():
+    """Context manager: every op's forward output and backward gradients are checked, and the first
+    non-finite value (NaN or inf) raises ``FloatingPointError`` naming the op and the pass.
+
+    Slower (one ``isfinite`` pass per array); for hunting down where a NaN loss comes from.
+    """
+    global _detect_anomaly
+    previous, _detect_anomaly = _detect_anomaly, True
+    try:
+        yield
+    finally:
+        _detect_anomaly = previous
+
+
+def _check_finite(op: type, what: str, a) -> None:
+    if a is None or not np.issubdtype(np.asarray(a).dtype, np.inexact):
+        return
+    finite = np.isfinite(a)
+    if not finite.all():
+        nan = int(np.isnan(a).sum())
+        raise FloatingPointError(f"detect_anomaly: {op.__name__} {what} has {nan} NaN and {finite.size - finite.sum() - nan}"
+                                 f" inf values (shape {np.shape(a)})")
 
 
 class Context:
@@ -127,6 +154,8 @@ class Function:
             _profiler(cls, "forward", time.perf_counter() - start, ctx)
         if not isinstance(out, np.ndarray):
             out = np.asarray(out)
+        if _detect_anomaly:
+            _check_finite(cls, "forward output", out)
         if _grad_enabled and any(needs):
             return Tensor._from_op(out, Node(cls, ctx, tensors, kwargs))
         return Tensor._from_op(out, None)
@@ -182,6 +211,9 @@ def _input_grads(node: Node, grad: np.ndarray) -> tuple:
     if len(grads) != len(node.inputs):
         raise RuntimeError(f"{node.name}.backward returned {len(grads)} gradients for "
                            f"{len(node.inputs)} inputs")
+    if _detect_anomaly:
+        for i, gi in enumerate(grads):
+            _check_finite(node.op, f"backward gradient for input {i}", gi)
     return grads
 
 
