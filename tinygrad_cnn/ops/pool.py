@@ -27,6 +27,13 @@ def _geometry(x_shape, kernel, stride, pads):
     return tuple(out_size(n, k, s, p0 + p1) for n, k, s, (p0, p1) in zip(x_shape[2:], kernel, stride, pads))
 
 
+def _pad_channels_last(x: np.ndarray, pads, value: float = 0.0) -> np.ndarray:
+    """x padded (if at all) into channels-last memory, the layout conv2d produces and keeps."""
+    if not any(p for pair in pads for p in pair):
+        return x
+    return pad(x.transpose(0, 2, 3, 1), pads, "zeros", (1, 2), value).transpose(0, 3, 1, 2)
+
+
 def _offsets(kernel):
     return [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]  # row-major: the tie-break order
 
@@ -36,7 +43,7 @@ class MaxPool2d(Function):
 
     @staticmethod
     def forward(ctx, x, *, kernel, stride, pads):
-        xp = pad(x, pads, "zeros", NCHW, value=-np.inf)
+        xp = _pad_channels_last(x, pads, value=-np.inf)
         out_hw = _geometry(x.shape, kernel, stride, pads)
         views = [window(xp, i, j, out_hw, stride, axes=NCHW) for i, j in _offsets(kernel)]
         y = np.empty_like(views[0])  # keeps the input's memory layout (NHWC stays NHWC)
@@ -59,7 +66,8 @@ class MaxPool2d(Function):
         overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
 
         def kernel_(s: slice) -> None:
-            unclaimed = np.ones(y[s].shape, dtype=bool)  # windows whose maximum has not received g yet
+            unclaimed = np.ones_like(y[s], dtype=bool)  # windows whose maximum has not received g yet;
+            # *_like keeps y's memory layout: mixing layouts in one ufunc call is several times slower
             for i, j in _offsets(kernel):
                 hit = window(xp[s], i, j, out_hw, stride, axes=NCHW) == y[s]
                 hit &= unclaimed
@@ -79,7 +87,7 @@ class AvgPool2d(Function):
 
     @staticmethod
     def forward(ctx, x, *, kernel, stride, pads):
-        xp = pad(x, pads, "zeros", NCHW)
+        xp = _pad_channels_last(x, pads)
         out_hw = _geometry(x.shape, kernel, stride, pads)
         views = [window(xp, i, j, out_hw, stride, axes=NCHW) for i, j in _offsets(kernel)]
         y = np.empty_like(views[0])
@@ -99,7 +107,8 @@ class AvgPool2d(Function):
     def backward(ctx, g):
         padded_shape, kernel, stride, pads, out_hw = ctx.geometry
         share = g * g.dtype.type(1 / (kernel[0] * kernel[1]))
-        dxp = np.zeros(padded_shape, dtype=g.dtype)
+        n, c, hp, wp = padded_shape
+        dxp = np.zeros((n, hp, wp, c), dtype=g.dtype).transpose(0, 3, 1, 2)  # channels-last, like g
         for i, j in _offsets(kernel):
             window(dxp, i, j, out_hw, stride, axes=NCHW)[...] += share
         return unpad(dxp, pads, "zeros", NCHW)
