@@ -24,9 +24,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def _load_tf():
     try:
         import tensorflow as tf
-    except ImportError:
+    except ImportError as e:
         if os.environ.get("TINYGRAD_CNN_REQUIRE_TF") == "1":
-            raise RuntimeError("TINYGRAD_CNN_REQUIRE_TF=1 but TensorFlow is not installed")
+            raise RuntimeError("TINYGRAD_CNN_REQUIRE_TF=1 but TensorFlow is not installed") from e
         return None
     return tf
 

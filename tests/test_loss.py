@@ -12,24 +12,9 @@ import tinygrad_cnn as tc
 from tinygrad_cnn import Tensor
 from tinygrad_cnn.ops.loss import cross_entropy, dropout, log_softmax, softmax
 from tinygrad_cnn.testing import arrays, shapes
+from reference import our_grads, tf_grads
 
 REDUCTIONS = ["mean", "sum", "none"]
-
-
-def our_grads(fn, *arrays, upstream):
-    inputs = [Tensor(a, requires_grad=True) for a in arrays]
-    out = fn(*inputs)
-    out.backward(upstream)
-    return out.data, [t.grad for t in inputs]
-
-
-def tf_grads(tf, fn, *arrays, upstream):
-    """Value and gradients of sum(fn(*inputs) * upstream) under tf.GradientTape, in float64."""
-    inputs = [tf.Variable(a) for a in arrays]
-    with tf.GradientTape() as tape:
-        out = fn(*inputs)
-        loss = tf.reduce_sum(out * upstream)
-    return out.numpy(), [g.numpy() for g in tape.gradient(loss, inputs)]
 
 
 @st.composite

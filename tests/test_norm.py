@@ -11,6 +11,7 @@ import tinygrad_cnn as tc
 from tinygrad_cnn import Tensor
 from tinygrad_cnn.ops.norm import batch_norm
 from tinygrad_cnn.testing import arrays
+from reference import our_grads, tf_grads
 
 
 @st.composite
@@ -38,22 +39,6 @@ def axes_of(x):
 
 def per_channel(v, ndim):
     return v.reshape((1, -1) + (1,) * (ndim - 2))
-
-
-def our_grads(fn, *arrays, upstream):
-    inputs = [Tensor(a, requires_grad=True) for a in arrays]
-    out = fn(*inputs)
-    out.backward(upstream)
-    return out.data, [t.grad for t in inputs]
-
-
-def tf_grads(tf, fn, *arrays, upstream):
-    """Value and gradients of sum(fn(*inputs) * upstream) under tf.GradientTape, in float64."""
-    inputs = [tf.Variable(a) for a in arrays]
-    with tf.GradientTape() as tape:
-        out = fn(*inputs)
-        loss = tf.reduce_sum(out * upstream)
-    return out.numpy(), [g.numpy() for g in tape.gradient(loss, inputs)]
 
 
 # ---------------------------------------------------------------------------------------------- #

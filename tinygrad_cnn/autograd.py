@@ -70,8 +70,9 @@ def _check_finite(op: type, what: str, a) -> None:
     finite = np.isfinite(a)
     if not finite.all():
         nan = int(np.isnan(a).sum())
-        raise FloatingPointError(f"detect_anomaly: {op.__name__} {what} has {nan} NaN and {finite.size - finite.sum() - nan}"
-                                 f" inf values (shape {np.shape(a)})")
+        inf = int(finite.size - finite.sum()) - nan
+        raise FloatingPointError(f"detect_anomaly: {op.__name__} {what} has {nan} NaN and {inf} inf values "
+                                 f"(shape {np.shape(a)})")
 
 
 class Context:
@@ -165,8 +166,11 @@ class Function:
 # The backward pass
 
 
-def _topological_order(root) -> list:
+def topological_order(root, *, constants: bool = False) -> list:
     """Tensors ``root`` depends on through recorded ops, inputs before outputs (iterative DFS).
+
+    Only tensors that need a gradient, unless ``constants`` (``draw_graph`` wants those too).
+    Inputs are visited in argument order.
 
     A tensor is appended after all of its inputs (post-order), and marked visited when it is expanded,
     not when it is pushed: a tensor reached along two paths must come after *every* tensor using it
@@ -185,7 +189,8 @@ def _topological_order(root) -> list:
         stack.append((tensor, True))
         node = tensor._node
         if node is not None:
-            stack.extend((p, False) for p in node.inputs if p.requires_grad and id(p) not in visited)
+            stack.extend((p, False) for p in reversed(node.inputs)
+                         if (constants or p.requires_grad) and id(p) not in visited)
     return order
 
 
@@ -224,7 +229,7 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     released once used, so nothing of the graph survives; with it, intermediate tensors also keep
     their gradient in ``.grad`` (that is what ``draw_graph(show_grads=True)`` shows).
     """
-    order = _topological_order(root)
+    order = topological_order(root)
     grads = {id(root): grad}
     for tensor in reversed(order):
         g = grads.pop(id(tensor), None)
@@ -271,7 +276,8 @@ def saved_bytes(ctx: Context) -> int:
 def record_profile(callback: Callable[[type, str, float, Context], None]):
     """Calls ``callback(op, phase, seconds, ctx)`` after every forward and backward inside the block.
 
-    ``phase`` is ``"forward"`` or ``"backward"``. Used by ``tinygrad_cnn.viz.profile()`` (for ``draw_graph(..., profile=prof)``) and by
+    ``phase`` is ``"forward"`` or ``"backward"``. Used by ``tinygrad_cnn.viz.profile()`` (for
+    ``draw_graph(..., profile=prof)``) and by
     ``benchmarks/train_step.py --profile``; costs nothing when not active.
     """
     global _profiler

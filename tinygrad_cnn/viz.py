@@ -299,30 +299,6 @@ def _label(lines: list[str]) -> str:
 # The graph walk
 
 
-def _walk(output: Tensor) -> list[Tensor]:
-    """Every tensor ``output`` was computed from (once each), inputs before outputs; no recursion.
-
-    Unlike the backward pass this also visits constants that need no gradient, so they get drawn.
-    A tensor is marked when it is expanded, not when it is pushed, so it is emitted only after all
-    its inputs, however often it is reached.
-    """
-    order, expanded, stack = [], set(), [(output, False)]
-    while stack:
-        tensor, done = stack.pop()
-        if done:
-            order.append(tensor)
-            continue
-        if id(tensor) in expanded:
-            continue
-        expanded.add(id(tensor))
-        stack.append((tensor, True))
-        if tensor._node is not None:
-            for parent in reversed(tensor._node.inputs):  # reversed: the first input is visited first
-                if id(parent) not in expanded:
-                    stack.append((parent, False))
-    return order
-
-
 def _name_prefix_cluster(order: list[Tensor]) -> dict[int, str]:
     """The default grouping: a leaf named "conv1/w" belongs to cluster "conv1"; an op joins the
     cluster of its leaf inputs when they name exactly one (so conv1's Conv2d or MatMul joins conv1,
@@ -403,7 +379,7 @@ def draw_graph(output: Tensor, *, show_shapes: bool = True, show_grads: bool = F
                       "backward() has released its graph: draw before backward(), or call "
                       "backward(retain_graph=True).", stacklevel=2)
 
-    order = _walk(output)
+    order = autograd.topological_order(output, constants=True)
     ids = {id(t): f"n{i}" for i, t in enumerate(order)}
     records = {}
     if profile is not None:
