@@ -261,3 +261,16 @@ def test_shared_input_reached_along_paths_of_different_depth(a_data, b_data):
     (h + h.relu()).sum().backward()
     np.testing.assert_allclose(a2.grad, 2 * np.exp(a_data))
     assert tc.gradcheck(lambda x, y: x + (x * y).exp() * x + y.tanh() * x, a_data, b_data)
+
+
+def test_second_backward_through_a_released_graph_is_an_error():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    loss = (x * x).sum()
+    loss.backward()
+    with pytest.raises(RuntimeError, match="released by an earlier backward"):
+        loss.backward()
+    np.testing.assert_allclose(x.grad, [2.0, 4.0])
+
+
+def test_item_is_a_python_float():
+    assert isinstance(Tensor(np.array([3]), dtype=np.int64).item(), float)

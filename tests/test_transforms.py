@@ -129,3 +129,15 @@ def test_gradcheck_catches_any_scaled_gradient(x, scale):
     if np.abs(np.cos(x)).max() > 0.1:
         with pytest.raises(tc.GradcheckError):
             tc.gradcheck(Scaled.apply, x)
+
+
+@given(x=arrays(min_dims=1, max_dims=2, distinct=True, low=0.5, high=2.0, away_from=1.0))
+def test_distinct_arrays_respect_bounds_and_kinks(x):
+    assert x.min() >= 0.5 - 0.05 and x.max() <= 2.0 + 0.05
+    assert np.all(np.abs(x - 1.0) >= 0.05 - 1e-12)
+    flat = np.sort(x.reshape(-1))
+    assert np.all(np.diff(flat) > 0)
+
+
+def test_gradcheck_of_a_constant_output_is_zero_gradient():
+    assert tc.gradcheck(lambda x: Tensor(np.ones(2)) * 2.0, np.array([1.0, 2.0]))

@@ -6,7 +6,7 @@ keep_freed_memory()  # a training step re-allocates the same large arrays: keep 
 
 # ruff: noqa: E402
 
-from . import data, init, models, optim, testing, viz
+from . import data, init, models, optim, testing, training, viz
 from .autograd import Function, detect_anomaly, no_grad
 from .gradcheck import GradcheckError, gradcheck
 from .io import load, save
@@ -27,5 +27,5 @@ __all__ = [
     "Tensor", "Function", "no_grad", "detect_anomaly", "value_and_grad", "grad", "gradcheck", "GradcheckError",
     "conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "flatten", "matmul", "linear",
     "relu", "sigmoid", "tanh", "softmax", "log_softmax", "cross_entropy", "dropout",
-    "draw_graph", "save", "load", "init", "optim", "data", "models", "testing", "viz",
+    "draw_graph", "save", "load", "init", "optim", "data", "models", "testing", "training", "viz",
 ]

@@ -251,6 +251,7 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
             grads[key] = pg if key not in grads else grads[key] + pg
         if not retain_graph:
             tensor._node = None  # releases the op's saved arrays and its hold on the inputs
+            tensor._released = True
 
 
 # ---------------------------------------------------------------------------------------------- #

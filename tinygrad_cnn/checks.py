@@ -60,18 +60,27 @@ def check_float_dtype(fn: str, name: str, dtype: np.dtype) -> None:
 
 
 def check_tensor_like(fn: str, name: str, value: Any) -> None:
-    """Accepts a Tensor, an ndarray or a number/nested list of numbers; refuses strings, None, objects."""
+    """Accepts a Tensor, an ndarray or a number/nested list of real numbers (bools, ints, floats);
+    refuses strings, None, dicts, complex numbers and object arrays."""
     from .tensor import Tensor
 
-    if isinstance(value, (Tensor, np.ndarray, int, float, np.number)):
+    if isinstance(value, Tensor):
+        return
+    if isinstance(value, (np.ndarray, np.generic)):
+        if value.dtype.kind in REAL_KINDS:
+            return
+        raise TypeError(f"{fn}: {name} must hold real numbers (bool, int or float), got dtype {value.dtype}")
+    if isinstance(value, (int, float)):
         return
     if isinstance(value, (list, tuple)):
         try:
             arr = np.asarray(value)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise TypeError(f"{fn}: {name} must be a Tensor or an array, got a ragged {type(value).__name__}") from e
-        if np.issubdtype(arr.dtype, np.number):
+        if arr.dtype.kind in REAL_KINDS:
             return
+        raise TypeError(f"{fn}: {name} must be a Tensor or an np.ndarray, got a {type(value).__name__} "
+                        f"holding {arr.dtype} values")
     raise TypeError(f"{fn}: {name} must be a Tensor or an np.ndarray, got {type(value).__name__}")
 
 
@@ -102,3 +111,137 @@ def check_float(fn: str, name: str, value: Any, low: float | None = None, high: 
             want = "a number, not NaN," if high is None else f"<= {high:g}"
         raise ValueError(f"{fn}: {name} must be {want}, got {value!r}")
     return v
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Arrays and tensors
+
+REAL_KINDS = "biuf"  # bool, signed int, unsigned int, float: what a Tensor may hold (no complex, str, object)
+
+
+def describe(value: Any) -> str:
+    """A short description of an argument for a message: its type and, when short, its repr."""
+    if isinstance(value, np.ndarray):
+        return f"an np.ndarray of dtype {value.dtype} and shape {value.shape}"
+    text = repr(value)
+    return type(value).__name__ + (f" {text}" if len(text) <= 40 else "")
+
+
+def check_real_dtype(fn: str, name: str, dtype: Any) -> np.dtype:
+    """``dtype`` as a ``np.dtype`` of real numbers or bools; complex, strings and objects are refused."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{fn}: {name} must be a NumPy dtype such as np.float32, got {dtype!r}") from None
+    if dtype.kind not in REAL_KINDS:
+        raise TypeError(f"{fn}: {name} must hold real numbers (bool, int or float), got dtype {dtype}")
+    return dtype
+
+
+def to_tensor(fn: str, name: str, value: Any):
+    """``value`` as a Tensor (itself if it is one) after :func:`check_tensor_like`: the usual first line
+    of a public op, ``x = to_tensor("conv2d", "x", x)``."""
+    from .tensor import Tensor
+
+    if isinstance(value, Tensor):
+        return value
+    check_tensor_like(fn, name, value)
+    return Tensor(value)
+
+
+def check_min_ndim(fn: str, name: str, shape: tuple, minimum: int, layout: str = "") -> None:
+    """Raises unless ``len(shape) >= minimum``; ``layout`` (e.g. "(..., in_features)") explains it."""
+    if len(shape) < minimum:
+        raise ValueError(f"{fn}: {name} must be at least {minimum}-D{' ' + layout if layout else ''}, "
+                         f"got shape {tuple(shape)}")
+
+
+def check_broadcast(fn: str, a_shape: tuple, b_shape: tuple) -> tuple:
+    """The broadcast shape of two operands, or "mul: shapes (2, 3) and (4,) do not broadcast"."""
+    if a_shape == b_shape:
+        return a_shape
+    try:
+        return np.broadcast_shapes(a_shape, b_shape)
+    except ValueError:
+        raise ValueError(f"{fn}: shapes {a_shape} and {b_shape} do not broadcast") from None
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Axes, shapes, permutations, indices
+
+def check_axes(fn: str, name: str, axis: Any, ndim: int) -> tuple[int, ...]:
+    """``axis`` (None for all, an int, or a tuple/list of ints; negative counts from the end) as a sorted
+    tuple of non-negative ints; out-of-range and repeated axes are refused (NumPy's rules)."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (tuple, list)):
+        axes = tuple(check_axis(fn, name, a, ndim) for a in axis)
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"{fn}: {name}={tuple(axis)!r} names an axis twice (for a {ndim}-D input)")
+        return tuple(sorted(axes))
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"{fn}: {name} must be None, an int or a tuple of ints, got {describe(axis)}")
+    return (check_axis(fn, name, axis, ndim),)
+
+
+def check_permutation(fn: str, name: str, axes: Any, ndim: int) -> tuple[int, ...]:
+    """``axes`` as a permutation of ``range(ndim)`` (negative entries count from the end)."""
+    if not isinstance(axes, (tuple, list)):
+        raise TypeError(f"{fn}: {name} must be a tuple of ints, got {describe(axes)}")
+    want = f"{fn}: {name} must be a permutation of {tuple(range(ndim))} for a {ndim}-D input, got {tuple(axes)!r}"
+    if len(axes) != ndim:
+        raise ValueError(want)
+    perm = tuple(check_axis(fn, name, a, ndim) for a in axes)
+    if len(set(perm)) != ndim:
+        raise ValueError(want)
+    return perm
+
+
+def check_new_shape(fn: str, shape: Any, old_shape: tuple) -> tuple[int, ...]:
+    """A reshape target for ``old_shape``: ints >= 0 and at most one -1 (inferred), same element count."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"{fn}: shape must be an int or a tuple of ints, got {describe(shape)}")
+    shape = tuple(check_int(fn, "shape", n, minimum=-1) for n in shape)
+    size, known = int(np.prod(old_shape, dtype=np.int64)), int(np.prod([n for n in shape if n != -1], dtype=object))
+    unknown = shape.count(-1)
+    if unknown > 1:
+        raise ValueError(f"{fn}: shape {shape} has more than one -1 (only one axis can be inferred)")
+    if (unknown and (known == 0 or size % known)) or (not unknown and known != size):
+        raise ValueError(f"{fn}: cannot reshape a tensor of shape {tuple(old_shape)} ({size} elements) into {shape}")
+    return shape
+
+
+_INDEX_HELP = "ints, slices, None, ... and integer or boolean arrays"
+
+
+def check_index(fn: str, index: Any) -> Any:
+    """``index`` with lists turned into arrays, after checking every part is something ``[]`` accepts:
+    ints, slices of ints, None, Ellipsis, and integer or boolean arrays. Wrong types raise TypeError;
+    positions out of range are left to indexing itself (``IndexError``, Python's convention)."""
+    if isinstance(index, tuple):
+        return tuple(_check_index_part(fn, p) for p in index)
+    return _check_index_part(fn, index)
+
+
+def _check_index_part(fn: str, part: Any) -> Any:
+    if part is None or part is Ellipsis or isinstance(part, (int, np.integer, bool, np.bool_)):
+        return part
+    if isinstance(part, slice):
+        for bound in (part.start, part.stop, part.step):
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, np.integer))):
+                raise TypeError(f"{fn}: slice bounds must be ints or None, got {describe(bound)} in {part!r}")
+        if part.step == 0:
+            raise ValueError(f"{fn}: slice step cannot be zero ({part!r})")
+        return part
+    if isinstance(part, list):
+        try:
+            part = np.asarray(part)
+        except ValueError:
+            raise TypeError(f"{fn}: index lists must not be ragged, got {describe(part)}") from None
+        if part.size == 0:
+            part = part.astype(np.intp)
+    if isinstance(part, np.ndarray) and part.dtype.kind in "biu":
+        return part
+    raise TypeError(f"{fn}: index must be made of {_INDEX_HELP}, got {describe(part)}")

@@ -153,6 +153,7 @@ def _write_json(path: str, data: dict) -> None:
 
 def cmd_train(args) -> int:
     from . import io, models, plots, tasks, training
+    from .pytree import tree_leaves, tree_paths
 
     options = _options(args)
     model_name = args.model or tasks.DEFAULT_MODEL[args.dataset]
@@ -168,17 +169,30 @@ def cmd_train(args) -> int:
     print(f"training {model_name} on {args.dataset}: {len(task.train[1])} train / {len(task.test[1])} test samples, "
           f"{sum(p.size for p in _leaves(params)):,} parameters, {options['epochs']} epochs -> {out}")
     meta = {**task.meta, "model": model_name}
+    checkpoint_path, saved_epoch = os.path.join(out, "params.npz"), [0]
 
     def checkpoint(epoch, history, current):
-        io.save(os.path.join(out, "params.npz"), {"params": current, "state": state, "meta": meta})
+        """Saves each completed epoch (atomically), unless its weights are no longer finite: a run that
+        diverges keeps the params.npz of the last good epoch."""
+        trees = {"params": current, "state": state}
+        bad = [name for name, leaf in zip(tree_paths(trees), tree_leaves(trees)) if not np.isfinite(leaf).all()]
+        if bad:
+            raise FloatingPointError(f"the weights became non-finite in epoch {epoch + 1} ({', '.join(bad[:3])})")
+        io.save(checkpoint_path, {"params": current, "state": state, "meta": meta})
+        saved_epoch[0] = epoch + 1
         print(f"epoch {epoch + 1}: train loss {history.train_loss[-1]:.4f}, "
               f"test accuracy {history.test_accuracy[-1]:.4f}")
 
     augment = training.random_shift_flip if options["augment"] else None
-    params, state, history = training.fit(
-        model, params, state, optimizer, task.train, task.test, epochs=options["epochs"],
-        batch_size=options["batch_size"], rng=rng, augment=augment, dropout_rate=options["dropout"],
-        progress=_progress(args, options["epochs"]), on_epoch=checkpoint)
+    try:
+        params, state, history = training.fit(
+            model, params, state, optimizer, task.train, task.test, epochs=options["epochs"],
+            batch_size=options["batch_size"], rng=rng, augment=augment, dropout_rate=options["dropout"],
+            progress=_progress(args, options["epochs"]), on_epoch=checkpoint)
+    except FloatingPointError as e:  # a NaN/inf loss or weights: say which checkpoint survives
+        kept = (f"kept {checkpoint_path} from epoch {saved_epoch[0]}, the last good one" if saved_epoch[0]
+                else "no epoch completed, so no checkpoint was written")
+        raise FloatingPointError(f"{e}; {kept}") from e
     metrics = {"dataset": args.dataset, "model": model_name, "epochs": options["epochs"],
                "options": {**options, "optimizer": args.optimizer, "schedule": args.schedule, "seed": args.seed},
                "train_loss": history.train_loss, "train_accuracy": history.train_accuracy,

@@ -67,6 +67,9 @@ def init_cnn(rng: np.random.Generator, *, in_channels: int = 1, image_size: int 
 def _block(p: dict, s: dict | None, h, *, padding=0, padding_mode="zeros", training: bool):
     """conv 3x3 -> [batch_norm] -> relu -> max_pool 2."""
     if "gamma" in p:
+        if s is None:
+            raise ValueError("model: these params have batch norm, so state= (the running statistics returned "
+                             "with the params by init) must be given")
         h = conv2d(h, p["w"], padding=padding, padding_mode=padding_mode)
         h = batch_norm(h, p["gamma"], p["beta"], s["mean"], s["var"], training=training)
     else:

@@ -29,9 +29,10 @@ def shapes(min_dims: int = 0, max_dims: int = 4, min_side: int = 1, max_side: in
 @st.composite
 def arrays(draw, shape=None, dtype=np.float64, *, min_dims: int = 0, max_dims: int = 4, max_side: int = 5,
            low: float = -3.0, high: float = 3.0, distinct: bool = False, away_from: float | None = None):
-    """Finite float arrays of ``shape`` (a tuple, or a strategy of shapes; random when None).
+    """Finite float arrays of ``shape`` (a tuple, or a strategy of shapes; random when None), in [low, high].
 
-    ``distinct``: all values at least 0.1 apart (a shuffled grid plus small noise).
+    ``distinct``: all values distinct, at least (high - low) / (2 * size) apart (a shuffled grid with
+    jitter): no ties for max or max-pool, so finite differences stay smooth.
     ``away_from``: no value within 0.05 of it (for kinks such as relu's at 0).
     """
     if shape is None:
@@ -41,15 +42,15 @@ def arrays(draw, shape=None, dtype=np.float64, *, min_dims: int = 0, max_dims: i
     size = int(np.prod(shape))
     if distinct:
         rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-        grid = np.arange(size) * 0.2 + 0.02 * rng.uniform(-1, 1, size)
-        values = rng.permutation(grid) - grid.mean() if size else grid
-        return (values * (high - low) / max(0.2 * size, high - low)).reshape(shape).astype(dtype)
-    elements = st.floats(low, high, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64)
-    x = draw(hnp.arrays(np.float64, shape, elements=elements))
+        step = (high - low) / max(size, 1)
+        x = low + step * (rng.permutation(size) + 0.5 + rng.uniform(-0.25, 0.25, size))
+    else:
+        elements = st.floats(low, high, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64)
+        x = draw(hnp.arrays(np.float64, shape, elements=elements)).reshape(-1)
     if away_from is not None:
         near = np.abs(x - away_from) < 0.05
         x = np.where(near, away_from + np.where(x >= away_from, 0.05, -0.05), x)
-    return x.astype(dtype)
+    return x.reshape(shape).astype(dtype)
 
 
 def broadcastable_shapes(max_dims: int = 4, max_side: int = 4):

@@ -67,10 +67,6 @@ class Linear(Function):
         return dx, dw, db
 
 
-def _shape_str(shape: tuple) -> str:
-    return str(tuple(shape))
-
-
 def matmul(a, b):
     """``a @ b`` with NumPy's rules: 1-D, 2-D, and batched (..., M, K) @ (..., K, N) -> (..., M, N)
     with broadcast batch axes.
@@ -78,12 +74,9 @@ def matmul(a, b):
     >>> matmul(np.ones((2, 3)), np.ones((3, 4))).shape
     (2, 4)
     """
-    from ..checks import check_tensor_like
-    from ..tensor import as_tensor
+    from ..checks import to_tensor
 
-    check_tensor_like("matmul", "a", a)
-    check_tensor_like("matmul", "b", b)
-    a, b = as_tensor(a), as_tensor(b)
+    a, b = to_tensor("matmul", "a", a), to_tensor("matmul", "b", b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: inputs must be at least 1-D, got a.shape={a.shape}, b.shape={b.shape}")
     k_a, k_b = a.shape[-1], b.shape[0] if b.ndim == 1 else b.shape[-2]
@@ -103,21 +96,17 @@ def linear(x, w, b=None):
     >>> linear(np.ones((8, 3)), np.ones((3, 2)), np.zeros(2)).shape
     (8, 2)
     """
-    from ..checks import check_ndim, check_tensor_like
-    from ..tensor import as_tensor
+    from ..checks import check_min_ndim, check_ndim, to_tensor
 
-    check_tensor_like("linear", "x", x)
-    check_tensor_like("linear", "w", w)
-    x, w = as_tensor(x), as_tensor(w)
-    check_ndim("linear", "x", x.shape, tuple(range(1, 9)), "(..., in_features)")
+    x, w = to_tensor("linear", "x", x), to_tensor("linear", "w", w)
+    check_min_ndim("linear", "x", x.shape, 1, "(..., in_features)")
     check_ndim("linear", "w", w.shape, 2, "(in_features, out_features)")
     if x.shape[-1] != w.shape[0]:
         raise ValueError(f"linear: x has {x.shape[-1]} features but w expects {w.shape[0]} "
                          f"(x.shape={x.shape}, w.shape={w.shape})")
     if b is None:
         return Linear.apply(x, w)
-    check_tensor_like("linear", "b", b)
-    b = as_tensor(b)
+    b = to_tensor("linear", "b", b)
     if b.shape != (w.shape[1],):
         raise ValueError(f"linear: b must have shape ({w.shape[1]},) to match w.shape={w.shape}, got {b.shape}")
     return Linear.apply(x, w, b)

@@ -30,8 +30,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
-from ..checks import (check_axis, check_bool, check_choice, check_float, check_float_dtype, check_ndim,
-                      check_tensor_like)
+from ..checks import (check_axis, check_bool, check_choice, check_float, check_float_dtype, check_min_ndim,
+                      check_ndim, to_tensor)
 
 __all__ = ["Softmax", "LogSoftmax", "CrossEntropy", "Dropout",
            "softmax", "log_softmax", "cross_entropy", "dropout"]
@@ -139,15 +139,15 @@ class Dropout(Function):
         return g * mask
 
 
-def _check_logits_like(fn: str, x):
-    from ..tensor import as_tensor
-
-    check_tensor_like(fn, "x", x)
-    x = as_tensor(x)
+def _check_logits_like(fn: str, x, axis):
+    """x as a float Tensor of at least 1-D with something along ``axis``; ``axis`` as a non-negative int."""
+    x = to_tensor(fn, "x", x)
     check_float_dtype(fn, "x", x.dtype)
-    if x.ndim == 0:
-        raise ValueError(f"{fn}: x must be at least 1-D, got a 0-D array")
-    return x
+    check_min_ndim(fn, "x", x.shape, 1)
+    axis = check_axis(fn, "axis", axis, x.ndim)
+    if x.shape[axis] == 0:
+        raise ValueError(f"{fn}: x has no values along axis {axis} to normalise over (x.shape={x.shape})")
+    return x, axis
 
 
 def softmax(x, axis=-1):
@@ -157,8 +157,8 @@ def softmax(x, axis=-1):
     >>> softmax(np.array([1000.0, 1000.0])).data
     array([0.5, 0.5])
     """
-    x = _check_logits_like("softmax", x)
-    return Softmax.apply(x, axis=check_axis("softmax", "axis", axis, x.ndim))
+    x, axis = _check_logits_like("softmax", x, axis)
+    return Softmax.apply(x, axis=axis)
 
 
 def log_softmax(x, axis=-1):
@@ -168,8 +168,8 @@ def log_softmax(x, axis=-1):
     >>> log_softmax(np.array([0.0, -1e4])).data
     array([     0., -10000.])
     """
-    x = _check_logits_like("log_softmax", x)
-    return LogSoftmax.apply(x, axis=check_axis("log_softmax", "axis", axis, x.ndim))
+    x, axis = _check_logits_like("log_softmax", x, axis)
+    return LogSoftmax.apply(x, axis=axis)
 
 
 def _check_labels(fn: str, labels, n: int, k: int, logits_shape: tuple) -> np.ndarray:
@@ -181,7 +181,11 @@ def _check_labels(fn: str, labels, n: int, k: int, logits_shape: tuple) -> np.nd
     elif isinstance(labels, np.ndarray):
         arr, hint = labels, ""
     elif isinstance(labels, (list, tuple)):
-        arr, hint = np.asarray(labels), ""
+        try:
+            arr, hint = np.asarray(labels), ""
+        except ValueError:
+            raise TypeError(f"{fn}: labels must be a flat list of class indices, got a ragged "
+                            f"{type(labels).__name__}") from None
     else:
         raise TypeError(f"{fn}: labels must be an integer np.ndarray, list or Tensor, got {type(labels).__name__}")
     if not np.issubdtype(arr.dtype, np.integer):
@@ -209,11 +213,8 @@ def cross_entropy(logits, labels, reduction="mean"):
     >>> float(cross_entropy(np.array([[0.0, 0.0]]), [1]).item())   # log 2
     0.6931471805599453
     """
-    from ..tensor import as_tensor
-
     fn = "cross_entropy"
-    check_tensor_like(fn, "logits", logits)
-    logits = as_tensor(logits)
+    logits = to_tensor(fn, "logits", logits)
     check_ndim(fn, "logits", logits.shape, 2, "(N, K)")
     check_float_dtype(fn, "logits", logits.dtype)
     check_choice(fn, "reduction", reduction, ("mean", "sum", "none"))
@@ -237,11 +238,8 @@ def dropout(x, p, *, training=True, rng=None):
     >>> sorted(set(y.data.ravel().tolist()))
     [0.0, 2.0]
     """
-    from ..tensor import as_tensor
-
     fn = "dropout"
-    check_tensor_like(fn, "x", x)
-    x = as_tensor(x)
+    x = to_tensor(fn, "x", x)
     check_float_dtype(fn, "x", x.dtype)
     p = check_float(fn, "p", p, 0.0, 1.0)
     training = check_bool(fn, "training", training)

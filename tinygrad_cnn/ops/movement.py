@@ -5,6 +5,8 @@ the selected elements back into zeros).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..autograd import Function
@@ -70,9 +72,8 @@ def flatten(x, start_dim: int = 1):
     >>> flatten(np.zeros((2, 3, 4, 5))).shape
     (2, 60)
     """
-    from ..checks import check_axis
-    from ..tensor import as_tensor
+    from ..checks import check_axis, to_tensor
 
-    x = as_tensor(x)
+    x = to_tensor("flatten", "x", x)
     start = check_axis("flatten", "start_dim", start_dim, x.ndim)
-    return Reshape.apply(x, shape=x.shape[:start] + (-1,))
+    return Reshape.apply(x, shape=x.shape[:start] + (math.prod(x.shape[start:]),))  # no -1: fine for size 0

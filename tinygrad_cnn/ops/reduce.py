@@ -3,14 +3,17 @@
 The backward of a reduction spreads the upstream gradient back over the reduced axes: ``sum``
 copies it to every element, ``mean`` divides it by the number of elements, ``max`` sends it to the
 maximum alone. ``axis`` is ``None`` (all axes), an int, or a tuple of ints; negative axes count from
-the end.
+the end. The Tensor methods check their arguments with :func:`reduce_args` first.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..autograd import Function
+from ..checks import check_axes, check_bool
 
 
 def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
@@ -19,6 +22,17 @@ def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     return tuple(sorted(int(a) % ndim if ndim else 0 for a in axes))
+
+
+def reduce_args(fn: str, x, axis, keepdims) -> dict:
+    """The checked keyword arguments of a reduction of ``x``: ``axis`` in range and without repeats,
+    ``keepdims`` a bool, and for ``max`` no empty group (a maximum of nothing is undefined). ``axis`` is
+    passed on as given (``normalize_axes`` in the forward reads it), so graphs show what the user wrote."""
+    axes = check_axes(fn, "axis", axis, x.ndim)
+    keepdims = check_bool(fn, "keepdims", keepdims)
+    if fn == "max" and any(x.shape[a] == 0 for a in axes):
+        raise ValueError(f"{fn}: cannot take the maximum over an empty axis (shape {x.shape}, axis={axis!r})")
+    return {"axis": axis, "keepdims": keepdims}
 
 
 def _keepdims_shape(shape: tuple, axes: tuple) -> tuple:
@@ -64,7 +78,8 @@ class Max(Function):
     def forward(ctx, x, axis=None, keepdims=False):
         axes = normalize_axes(axis, x.ndim)
         kept = tuple(a for a in range(x.ndim) if a not in axes)
-        grouped = x.transpose(kept + axes).reshape(tuple(x.shape[a] for a in kept) + (-1,))  # (*kept, n)
+        n = math.prod(x.shape[a] for a in axes)                                               # no -1: size 0
+        grouped = x.transpose(kept + axes).reshape(tuple(x.shape[a] for a in kept) + (n,))   # (*kept, n)
         index = grouped.argmax(axis=-1)[..., None]                                           # (*kept, 1)
         y = np.take_along_axis(grouped, index, axis=-1)[..., 0]
         ctx.save_for_backward(index)
