@@ -245,3 +245,17 @@ def _check_index_part(fn: str, part: Any) -> Any:
     if isinstance(part, np.ndarray) and part.dtype.kind in "biu":
         return part
     raise TypeError(f"{fn}: index must be made of {_INDEX_HELP}, got {describe(part)}")
+
+
+def check_path(fn: str, name: str, value: Any) -> None:
+    """A file-system path: ``str`` or ``os.PathLike``."""
+    import os
+
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{fn}: {name} must be a str or os.PathLike path, got {describe(value)}")
+
+
+def check_nonempty(fn: str, name: str, shape: tuple, axes: tuple[int, ...], what: str) -> None:
+    """Raises unless every axis in ``axes`` of ``shape`` has at least one element (``what`` names them)."""
+    if any(shape[a] < 1 for a in axes):
+        raise ValueError(f"{fn}: {name} must have {what} >= 1, got {name}.shape={tuple(shape)}")

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from .checks import check_path
+
 __all__ = ["load", "save"]
 
 TREE = "__tree__"
@@ -111,6 +113,7 @@ def save(path: str | os.PathLike, params: Any, *, compress: bool = False) -> Non
 
     >>> save("ckpt.npz", {"conv1": {"w": np.zeros((8, 1, 3, 3), np.float32)}, "step": 100})
     """
+    check_path("save", "path", path)
     path = os.fspath(path)
     arrays: dict[str, np.ndarray] = {}
     tree = _encode(params, (), arrays)
@@ -165,6 +168,7 @@ def load(path: str | os.PathLike) -> Any:
 
     >>> params = load("ckpt.npz")
     """
+    check_path("load", "path", path)
     path = os.fspath(path)
     with open(path, "rb") as f:
         try:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .checks import check_int
+from .checks import check_int, check_tensor_like
 from .pytree import tree_flatten, tree_paths, tree_unflatten
 from .tensor import Tensor
 
@@ -25,6 +25,7 @@ __all__ = ["value_and_grad", "grad"]
 
 
 def _as_leaf(value: Any, name: str, fn: str) -> Tensor:
+    check_tensor_like(fn, f"the differentiated leaf {name!r}", value)
     data = value.data if isinstance(value, Tensor) else value
     if not isinstance(data, np.ndarray):
         data = np.asarray(data, dtype=np.float32)
@@ -43,7 +44,8 @@ def _argnums_tuple(argnums: Any, nargs: int, fn: str) -> tuple[int, ...]:
     return tuple(n % nargs for n in nums)
 
 
-def value_and_grad(f: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False) -> Callable:
+def value_and_grad(f: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False,
+                   _fn: str = "value_and_grad") -> Callable:
     """Returns ``g(*args, **kwargs) -> (value, grads)``; with ``has_aux``: ``((value, aux), grads)``.
 
     ``f`` must return a scalar Tensor (with ``has_aux``, a pair ``(scalar, aux)``); ``value`` is a
@@ -51,7 +53,9 @@ def value_and_grad(f: Callable, argnums: int | tuple[int, ...] = 0, has_aux: boo
     ``grads`` mirrors that structure with ``np.ndarray`` leaves of the same shapes and dtypes (zeros
     for leaves the value does not depend on). With a tuple ``argnums``, ``grads`` is a tuple.
     """
-    fn = "value_and_grad"
+    fn = _fn
+    if not callable(f):
+        raise TypeError(f"{fn}: f must be callable, got {type(f).__name__}")
 
     def wrapped(*args, **kwargs):
         nums = _argnums_tuple(argnums, len(args), fn)
@@ -64,6 +68,9 @@ def value_and_grad(f: Callable, argnums: int | tuple[int, ...] = 0, has_aux: boo
             args[n] = tree_unflatten(treedef, tensors)
             trees.append((treedef, tensors))
         out = f(*args, **kwargs)
+        if has_aux and not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(f"{fn}: with has_aux=True f must return a pair (scalar Tensor, aux), "
+                            f"got {type(out).__name__}")
         value, aux = out if has_aux else (out, None)
         if not isinstance(value, Tensor) or value.size != 1:
             got = f"shape {value.shape}" if isinstance(value, Tensor) else type(value).__name__
@@ -84,7 +91,7 @@ def value_and_grad(f: Callable, argnums: int | tuple[int, ...] = 0, has_aux: boo
 
 def grad(f: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False) -> Callable:
     """Like :func:`value_and_grad` but returns only ``grads`` (with ``has_aux``: ``(grads, aux)``)."""
-    vg = value_and_grad(f, argnums, has_aux)
+    vg = value_and_grad(f, argnums, has_aux, _fn="grad")
 
     def wrapped(*args, **kwargs):
         value, grads = vg(*args, **kwargs)

@@ -18,6 +18,7 @@ Otherwise ``FileNotFoundError`` lists every place searched and how to get the fi
 import os
 from pathlib import Path
 
+from ..checks import check_path
 from .idx import check_mnist_arrays, read_idx_pair, read_npz
 
 ENV_VAR = "TINYGRAD_CNN_DATA"
@@ -73,6 +74,7 @@ def search_places(name, environ=None, home=None):
 
 def _load(name, path=None, environ=None, home=None):
     if path is not None:
+        check_path(f"load_{name.replace('-', '_')}", "path", path)
         path = Path(path).expanduser()
         data = _read_place(path, name)
         if data is None:

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..autograd import Function
-from ..checks import check_choice, check_ndim, check_pair, check_tensor_like
+from ..checks import check_choice, check_float_dtype, check_ndim, check_nonempty, check_pair, check_tensor_like
 from ..parallel import over_batch
 from .windows import out_size, pad, resolve_padding, unpad, window
 
@@ -179,6 +179,10 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, padding_mode="zeros", dilation=
     x, w = as_tensor(x), as_tensor(w)
     check_ndim(fn, "x", x.shape, 4, "(N, C, H, W)")
     check_ndim(fn, "w", w.shape, 4, "(out_channels, in_channels, KH, KW)")
+    check_float_dtype(fn, "x", x.dtype)
+    check_float_dtype(fn, "w", w.dtype)
+    check_nonempty(fn, "x", x.shape, (2, 3), "H and W")
+    check_nonempty(fn, "w", w.shape, (0, 2, 3), "out_channels, KH and KW")
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"{fn}: x has {x.shape[1]} channels but w expects {w.shape[1]} "
                          f"(x.shape={x.shape}, w.shape={w.shape})")
@@ -197,6 +201,7 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, padding_mode="zeros", dilation=
     if b is not None:
         check_tensor_like(fn, "b", b)
         tensors.append(as_tensor(b))
+        check_float_dtype(fn, "b", tensors[2].dtype)
         if tensors[2].shape != (w.shape[0],):
             raise ValueError(f"{fn}: b must have shape ({w.shape[0]},) to match w.shape={w.shape}, "
                              f"got {tensors[2].shape}")

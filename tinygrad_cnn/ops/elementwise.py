@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
+from ..checks import check_float_dtype, to_tensor
 from ..parallel import over_batch
 
 
@@ -208,16 +209,22 @@ class Tanh(Function):
         return g * (1 - y * y)
 
 
+def _float_input(fn: str, x):
+    x = to_tensor(fn, "x", x)
+    check_float_dtype(fn, "x", x.dtype)
+    return x
+
+
 def relu(x):
     """max(x, 0), elementwise; any shape. The gradient at exactly 0 is taken as 0."""
-    return Relu.apply(x)
+    return Relu.apply(_float_input("relu", x))
 
 
 def sigmoid(x):
     """1 / (1 + exp(-x)), elementwise; stable for large |x| (no overflow warnings)."""
-    return Sigmoid.apply(x)
+    return Sigmoid.apply(_float_input("sigmoid", x))
 
 
 def tanh(x):
     """tanh(x), elementwise."""
-    return Tanh.apply(x)
+    return Tanh.apply(_float_input("tanh", x))

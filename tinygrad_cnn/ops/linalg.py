@@ -7,6 +7,8 @@ a 1-D ``b`` as a column (K, 1), as in NumPy, and that axis is dropped again from
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..autograd import Function
@@ -58,9 +60,10 @@ class Linear(Function):
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        g2 = g.reshape(-1, g.shape[-1])                                   # (M, out)
+        m = math.prod(g.shape[:-1])                                       # no -1: fine when empty
+        g2 = g.reshape(m, g.shape[-1])                                    # (M, out)
         dx = g @ w.T if needs[0] else None
-        dw = x.reshape(-1, x.shape[-1]).T @ g2 if needs[1] else None      # (in, out)
+        dw = x.reshape(m, x.shape[-1]).T @ g2 if needs[1] else None       # (in, out)
         if len(needs) == 2:
             return dx, dw
         db = np.ones(g2.shape[0], dtype=g.dtype) @ g2 if needs[2] else None  # column sums by BLAS

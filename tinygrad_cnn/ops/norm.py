@@ -50,7 +50,7 @@ import math
 import numpy as np
 
 from ..autograd import Function
-from ..checks import check_bool, check_float, check_float_dtype, check_ndim, check_tensor_like
+from ..checks import check_bool, check_float, check_float_dtype, check_ndim, check_nonempty, check_tensor_like
 from ..parallel import over_batch
 
 __all__ = ["BatchNorm", "BatchNormEval", "batch_norm"]
@@ -248,6 +248,7 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training=
     x, gamma, beta = as_tensor(x), as_tensor(gamma), as_tensor(beta)
     check_ndim(fn, "x", x.shape, (2, 4), "(N, C) or (N, C, H, W)")
     check_float_dtype(fn, "x", x.dtype)
+    check_nonempty(fn, "x", x.shape, (1,), "channels C")
     channels = x.shape[1]
     for name, p in (("gamma", gamma), ("beta", beta)):
         if p.shape != (channels,):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
-from ..checks import check_ndim, check_pair, check_tensor_like
+from ..checks import check_float_dtype, check_ndim, check_nonempty, check_pair, check_tensor_like
 from ..parallel import over_batch
 from .windows import out_size, pad, unpad, window
 
@@ -120,6 +120,8 @@ def _pool_args(fn, x, kernel_size, stride, padding):
     check_tensor_like(fn, "x", x)
     x = as_tensor(x)
     check_ndim(fn, "x", x.shape, 4, "(N, C, H, W)")
+    check_float_dtype(fn, "x", x.dtype)
+    check_nonempty(fn, "x", x.shape, (2, 3), "H and W")
     kernel = check_pair(fn, "kernel_size", kernel_size)
     stride = kernel if stride is None else check_pair(fn, "stride", stride)
     ph, pw = check_pair(fn, "padding", padding, minimum=0)
