@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -25,15 +26,20 @@ DEFAULTS = {
 }
 
 
-def _positive_int(text: str) -> int:
-    """argparse type for counts (epochs, batch sizes, limits): an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    """argparse type for counts (epochs, batch sizes, limits, shifts): an int >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dropout", type=float, help="dropout before the last layer of the image CNNs")
     train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                        help="random shifts and left-right flips (default on for fashion-mnist)")
+    train.add_argument("--shift", type=_non_negative_int, default=2,
+                       help="with --augment: largest random shift in pixels (default 2; 0 = none)")
+    train.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                       help="with --augment: random left-right flips (default on)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", help="output directory (default: a fresh runs/<timestamp>)")
     train.add_argument("--data", help="where the MNIST / Fashion-MNIST files are (see docs/data.md)")
@@ -183,7 +193,9 @@ def cmd_train(args) -> int:
         print(f"epoch {epoch + 1}: train loss {history.train_loss[-1]:.4f}, "
               f"test accuracy {history.test_accuracy[-1]:.4f}")
 
-    augment = training.random_shift_flip if options["augment"] else None
+    augment = None
+    if options["augment"]:
+        augment = functools.partial(training.random_shift_flip, shift=args.shift, flip=args.flip)
     try:
         params, state, history = training.fit(
             model, params, state, optimizer, task.train, task.test, epochs=options["epochs"],
@@ -194,7 +206,8 @@ def cmd_train(args) -> int:
                 else "no epoch completed, so no checkpoint was written")
         raise FloatingPointError(f"{e}; {kept}") from e
     metrics = {"dataset": args.dataset, "model": model_name, "epochs": options["epochs"],
-               "options": {**options, "optimizer": args.optimizer, "schedule": args.schedule, "seed": args.seed},
+               "options": {**options, "optimizer": args.optimizer, "schedule": args.schedule, "seed": args.seed,
+                           **({"shift": args.shift, "flip": args.flip} if options["augment"] else {})},
                "train_loss": history.train_loss, "train_accuracy": history.train_accuracy,
                "test_accuracy": history.test_accuracy,
                "final_test_accuracy": history.test_accuracy[-1], "training_seconds": history.seconds,
