@@ -87,7 +87,9 @@ def test_npz_round_trip(isolated):
 # ---------------------------------------------------------------- search order
 
 def test_search_order_fashion(isolated, monkeypatch):
-    """path > $TINYGRAD_CNN_DATA/fashion-mnist > ~/.keras/datasets/fashion-mnist > Debian dir; train size marks the source."""
+    """path > $TINYGRAD_CNN_DATA/fashion-mnist > ~/.keras/datasets/fashion-mnist > Debian dir.
+
+    The training-set size marks which place a result came from."""
     places = [isolated / "explicit", isolated / "env" / "fashion-mnist",
               isolated / "home" / ".keras" / "datasets" / "fashion-mnist", isolated / "debian"]
     for n, place in zip((4, 3, 2, 1), places):
@@ -207,7 +209,8 @@ def test_bad_npz(tmp_path):
     (xa, ya), (xb, yb) = split(2), split(1)
     cases = {  # file name -> (arrays, words the message must contain)
         "missing": ({"x_train": xa, "y_train": ya, "x_test": xb}, ["missing arrays ['y_test']"]),
-        "object": ({"x_train": np.array([None, 1]), "y_train": ya, "x_test": xb, "y_test": yb}, ["'x_train'", "Object"]),
+        "object": ({"x_train": np.array([None, 1]), "y_train": ya, "x_test": xb, "y_test": yb},
+                   ["'x_train'", "Object"]),
         "float": ({"x_train": xa / 255, "y_train": ya, "x_test": xb, "y_test": yb}, ["must be uint8", "float64"]),
     }
     for name, (arrays, words) in cases.items():

@@ -155,10 +155,10 @@ def _json_safe(value):
 
 
 def _write_json(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    from .files import atomic_write
+
+    with atomic_write(path, "w") as f:
         json.dump(_json_safe(data), f, indent=2, allow_nan=False)
-    os.replace(tmp, path)
 
 
 def cmd_train(args) -> int:

@@ -28,10 +28,8 @@ appended, so ``save("ckpt", p)`` writes ``ckpt`` and ``load("ckpt")`` reads it. 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from typing import Any
@@ -39,20 +37,12 @@ from typing import Any
 import numpy as np
 
 from .checks import check_path
+from .files import atomic_write
 
 __all__ = ["load", "save"]
 
 TREE = "__tree__"
 _PY_SCALARS = {t.__name__: t for t in (bool, int, float, complex, str)}  # 0-d bool/int64/float64/complex128/unicode
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once: mkstemp creates files 0600, saved files get the usual 0666 & ~umask
 
 
 def _escape(key: str) -> str:
@@ -118,23 +108,12 @@ def save(path: str | os.PathLike, params: Any, *, compress: bool = False) -> Non
     arrays: dict[str, np.ndarray] = {}
     tree = _encode(params, (), arrays)
     arrays[TREE] = np.frombuffer(json.dumps(tree).encode("utf-8"), dtype=np.uint8)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)[:64]}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-            with zipfile.ZipFile(f, "w", compression=method, allowZip64=True) as zf:
-                for name, array in arrays.items():
-                    with zf.open(name + ".npy", "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+        with zipfile.ZipFile(f, "w", compression=method, allowZip64=True) as zf:
+            for name, array in arrays.items():
+                with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
 
 
 def _decode(node: Any, npz) -> Any:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
+
+from .files import atomic_write
 
 
 def _figure(ncols: int, width: float):
@@ -16,15 +17,8 @@ def _figure(ncols: int, width: float):
 
 
 def _save(fig, path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as f:
+        fig.savefig(f, format=os.path.splitext(path)[1][1:] or "png", dpi=120)
 
 
 def plot_curves(history, path: str, title: str = "") -> None:

@@ -30,11 +30,9 @@ one optional hook (nothing here touches the ops).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import os
-import tempfile
 import time
 import warnings
 import weakref
@@ -46,6 +44,7 @@ import graphviz
 import numpy as np
 
 from . import autograd
+from .files import atomic_write
 from .tensor import Tensor
 
 __all__ = ["draw_graph", "save_graph", "profile", "Profile", "param_tensors"]
@@ -505,23 +504,9 @@ def save_graph(graph: graphviz.Digraph, path: str | os.PathLike) -> Path:
                                "PATH. Install it (`apt-get install graphviz`, `brew install graphviz`, "
                                "`conda install graphviz`) or save the source as .dot instead.") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())  # mkstemp gives 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        f.write(data)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ---------------------------------------------------------------------------------------------- #

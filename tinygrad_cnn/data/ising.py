@@ -57,17 +57,17 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from ..files import atomic_write
 
 from ..checks import check_int, check_ndim
 
@@ -304,19 +304,12 @@ def _save(path, **arrays):
 
     A failure to write (read-only or full disk) is a warning, not an error: the data are still returned.
     """
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path) as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
     except OSError as e:
         warnings.warn(f"ising: could not write the cache file {path} ({e}); continuing without it", stacklevel=3)
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 # ---------------------------------------------------------------- observables and analysis
