@@ -68,10 +68,14 @@ class MaxPool2d(Function):
         def kernel_(s: slice) -> None:
             unclaimed = np.ones_like(y[s], dtype=bool)  # windows whose maximum has not received g yet;
             # *_like keeps y's memory layout: mixing layouts in one ufunc call is several times slower
-            for i, j in _offsets(kernel):
-                hit = window(xp[s], i, j, out_hw, stride, axes=NCHW) == y[s]
-                hit &= unclaimed
-                unclaimed ^= hit
+            offsets = _offsets(kernel)
+            for k, (i, j) in enumerate(offsets):
+                if k < len(offsets) - 1:
+                    hit = window(xp[s], i, j, out_hw, stride, axes=NCHW) == y[s]
+                    hit &= unclaimed
+                    unclaimed ^= hit
+                else:  # every window still unclaimed has its maximum here: no comparison needed
+                    hit = unclaimed
                 target = window(dxp[s], i, j, out_hw, stride, axes=NCHW)
                 if overlapping:
                     target += g[s] * hit
