@@ -14,13 +14,15 @@ tinygrad_cnn runs it the way users write it (``tc.models.get``, ``tc.value_and_g
 
 Method. Every measurement is a fresh subprocess (``--worker FRAMEWORK``) that builds the model, runs
 --warmup steps, then --steps timed steps (fewer if --seconds runs out, at least 10), and prints JSON:
-the median step time (-> img/s), its spread, and the worker's peak RSS. The frameworks take turns
-(one worker each per variant and batch, start order rotated every round) for --rounds rounds, so
-slow drift of the machine hits them all alike. Reported per framework: the median over rounds of
-img/s with its min-max, GFLOP/s (the issue's convention: forward multiply-adds x 2 flops, x 3 for
-forward + backward), the fraction of the matmul bound (B / the time NumPy needs for the step's
-matmuls at their im2col shapes, measured once in this process), and tinygrad_cnn / peer computed
-within each round, then the median of those ratios.
+the median step time (-> img/s), its spread, the worker's peak RSS, and how many cores *other*
+processes kept busy meanwhile ("bg", from /proc/stat). The frameworks take turns (one worker each per
+variant and batch, start order rotated every round) for --rounds rounds, so slow drift of the
+machine hits them all alike. Reported per framework: the median over rounds of img/s with its
+min-max (over the undisturbed rounds, bg < 0.25 core, when there are any), GFLOP/s (the issue's
+convention: forward multiply-adds x 2 flops, x 3 for forward + backward), the fraction of the matmul
+bound (B / the time NumPy needs for the step's matmuls at their im2col shapes, best of every round),
+and tinygrad_cnn / peer computed within each round, then the median of those ratios. On a shared
+machine, --wait-quiet S waits for idle cores before each worker and reruns disturbed ones.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+if "--worker" in sys.argv and "tinygrad_cnn" in sys.argv:
+    import tinygrad_cnn  # noqa: F401  before NumPy, as docs/performance.md recommends (OpenBLAS single-threaded)
+
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +57,7 @@ FRAMEWORKS = {  # name -> (module that must be importable, label)
 }
 VARIANTS = {"ref": "cnn", "ref-bn": "cnn-bn"}  # variant -> tinygrad_cnn model name
 MIN_STEPS = 10
+QUIET = 0.25  # cores other processes may keep busy for a measurement to count as undisturbed
 
 
 # ------------------------------------------------------------------------------ the step's arithmetic
@@ -76,20 +82,21 @@ def flops_per_image() -> tuple[int, int]:
     return forward, 3 * forward
 
 
-def _median_seconds(fn, repeat: int) -> float:
+def _best_seconds(fn, repeat: int) -> float:
     fn()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return min(times)
 
 
-def matmul_bound(batch: int, repeat: int = 10) -> dict:
+def matmul_bound(batch: int, repeat: int = 10, best: dict | None = None) -> dict:
     """NumPy float32 time of every matmul of one step at batch ``batch``: forward ``cols @ W``, then
     ``cols.T @ dY`` (weight gradient) and ``dY @ W.T`` (input gradient, where one is needed).
-    Outputs are preallocated: the bound is arithmetic, not allocation."""
+    Outputs are preallocated and each matmul's best of ``repeat`` runs is kept (a bound is what the
+    machine can do, not what it did while busy); with ``best`` (an earlier result), the faster of the two."""
     rng = np.random.default_rng(0)
     rows, total = [], 0.0
     for name, per_image, k, n, input_grad in matmul_shapes():
@@ -100,7 +107,9 @@ def matmul_bound(batch: int, repeat: int = 10) -> dict:
             products.append(("grad input", dy, w.T, (m, k)))
         for what, a, b, out_shape in products:
             out = np.empty(out_shape, np.float32)
-            seconds = _median_seconds(lambda a=a, b=b, out=out: np.matmul(a, b, out=out), repeat)
+            seconds = _best_seconds(lambda a=a, b=b, out=out: np.matmul(a, b, out=out), repeat)
+            if best is not None:
+                seconds = min(seconds, best["matmuls"][len(rows)]["ms"] / 1e3)
             rows.append({"layer": name, "matmul": what, "shape": f"({a.shape[0]},{a.shape[1]})@({b.shape[0]},"
                          f"{b.shape[1]})", "ms": seconds * 1e3, "gflops": 2 * a.shape[0] * a.shape[1] * b.shape[1]
                          / seconds / 1e9})
@@ -109,6 +118,43 @@ def matmul_bound(batch: int, repeat: int = 10) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- machine
+
+def cpu_busy_seconds() -> float | None:
+    """CPU seconds all cores have spent busy since boot (Linux /proc/stat, steal included); else None."""
+    try:
+        fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class BackgroundLoad:
+    """How many cores *other* processes kept busy between ``start()`` and ``cores()``: all busy CPU time
+    (/proc/stat) minus this process's own (all its threads), over the wall time. None off Linux."""
+
+    def start(self) -> BackgroundLoad:
+        self.busy, self.own, self.wall = cpu_busy_seconds(), sum(os.times()[:2]), time.perf_counter()
+        return self
+
+    def cores(self) -> float | None:
+        busy, own, wall = cpu_busy_seconds(), sum(os.times()[:2]), time.perf_counter()
+        if busy is None or self.busy is None or wall <= self.wall:
+            return None
+        return max(0.0, (busy - self.busy) - (own - self.own)) / (wall - self.wall)
+
+
+def wait_until_quiet(limit_s: float, threshold: float) -> float | None:
+    """Samples the background load over 1 s until it is below ``threshold`` cores or ``limit_s`` has
+    passed; returns the last sample."""
+    deadline = time.perf_counter() + limit_s
+    while True:
+        probe = BackgroundLoad().start()
+        time.sleep(1.0)
+        load = probe.cores()
+        if load is None or load < threshold or time.perf_counter() >= deadline:
+            return load
+
 
 def machine_info() -> dict:
     """CPU, cores, NumPy and its BLAS (threadpoolctl), and the git state of the code being measured."""
@@ -127,7 +173,7 @@ def machine_info() -> dict:
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         info["numpy_blas_build"] = f"{blas.get('name')} {blas.get('version', '')}".strip()
-    except Exception:  # noqa: BLE001 - older NumPy: show_config has no mode=
+    except Exception:  # older NumPy: show_config has no mode=
         pass
     try:
         from threadpoolctl import threadpool_info
@@ -164,7 +210,7 @@ def print_machine(info: dict) -> None:
         print(f"  thread pool: {p['internal_api']} {p['version']} ({p['user_api']}), {p['num_threads']} threads"
               + (f", {p['threading_layer']}" if p.get("threading_layer") else "")
               + (f", {p['architecture']}" if p.get("architecture") else ""))
-    print(f"code: git {info['git']}; load average {info['load_avg']} (other processes compete for the cores)")
+    print(f"code: git {info['git']}; load average {info['load_avg']}")
 
 
 # ------------------------------------------------------------------------------------ the steps
@@ -230,20 +276,31 @@ def max_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
 
 
+def current_rss_kb() -> int:
+    """Resident set size now (Linux /proc/self/statm); the peak so far elsewhere."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        return max_rss_kb()
+
+
 def worker_step(args) -> dict:
     """One measurement (this process only): build, warm up, time; the result as a dict."""
     batches = make_batches(args.batch)
     start = time.perf_counter()
     step, info = build_step(args.worker, args.variant == "ref-bn", batches)
-    rss_setup = max_rss_kb()
+    rss_setup = current_rss_kb()
     losses = [float(step()) for _ in range(args.warmup)]
     setup_s = time.perf_counter() - start
     times, min_steps = [], min(args.steps, MIN_STEPS)
+    background = BackgroundLoad().start()
     start = time.perf_counter()
     while len(times) < args.steps and (len(times) < min_steps or time.perf_counter() - start < args.seconds):
         t0 = time.perf_counter()
         losses.append(float(step()))
         times.append(time.perf_counter() - t0)
+    background_cores = background.cores()
     ms = np.array(times) * 1e3
     median = float(np.median(ms))
     info.update(blas_threads=_blas_threads(), python_threads=threading.active_count(),
@@ -253,6 +310,7 @@ def worker_step(args) -> dict:
             "p25_ms": float(np.percentile(ms, 25)), "p75_ms": float(np.percentile(ms, 75)),
             "min_ms": float(ms.min()), "max_ms": float(ms.max()), "times_ms": [round(t, 3) for t in ms.tolist()],
             "rss_setup_kb": rss_setup, "rss_peak_kb": max_rss_kb(), "setup_s": setup_s,
+            "background_cores": background_cores,
             "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
             "info": info}
 
@@ -288,10 +346,12 @@ def worker_overhead(args) -> dict:
 
         x, info = peers.torch_chain_input()
     n_ops = 2 * (args.chain_ops // 2) + 1  # the chain and the final sum
+    background = BackgroundLoad().start()
     forward, backward = time_chain(x, args.chain_ops, args.repeat)
     fwd_us, bwd_us = (float(np.median(t)) / n_ops * 1e6 for t in (forward, backward))
     return {"framework": args.worker, "ops": n_ops, "forward_us_per_op": fwd_us, "backward_us_per_op": bwd_us,
-            "total_us_per_op": fwd_us + bwd_us, "rss_peak_kb": max_rss_kb(), "info": info}
+            "total_us_per_op": fwd_us + bwd_us, "rss_peak_kb": max_rss_kb(), "info": info,
+            "background_cores": background.cores()}
 
 
 # ------------------------------------------------------------------------------------- orchestration
@@ -315,6 +375,25 @@ def run_worker(extra: list[str], timeout: float) -> dict:
     return {"error": f"worker exited with code {proc.returncode} and no result", "stderr": proc.stderr[-3000:]}
 
 
+def measure(args, worker_args: list[str]) -> dict:
+    """One worker run; with --wait-quiet, each attempt waits for a quiet machine first, and a run that
+    other processes disturbed (bg >= QUIET cores) is retried up to twice, keeping the least disturbed."""
+    best = None
+    for attempt in range(3 if args.wait_quiet > 0 else 1):
+        if args.wait_quiet > 0:
+            wait_until_quiet(args.wait_quiet, QUIET)
+        res = run_worker(worker_args, args.timeout)
+        res["attempts"] = attempt + 1
+        if "error" in res:
+            return res
+        bg = res.get("background_cores")
+        if best is None or (bg is not None and bg < best.get("background_cores", float("inf"))):
+            best = res
+        if bg is None or bg < QUIET:
+            break
+    return best
+
+
 def _fmt(x: float, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
 
@@ -325,44 +404,62 @@ def _spread(values: list[float], digits: int = 0) -> str:
 
 def benchmark(args, frameworks: list[str], variants: list[str]) -> dict:
     step_mflop = flops_per_image()[1] / 1e6
-    bounds = {}
-    for batch in args.batch:
-        bounds[batch] = matmul_bound(batch)
-        print(f"matmul bound at batch {batch}: {bounds[batch]['total_ms']:.2f} ms of NumPy float32 matmuls per "
-              f"step = {_fmt(bounds[batch]['img_s'])} img/s")
     missing = [f for f in frameworks if not installed(f)]
     present = [f for f in frameworks if f not in missing]
     for f in missing:
         print(f"{FRAMEWORKS[f][1]}: not installed (module {FRAMEWORKS[f][0]!r} not found), skipped")
     print(f"\n{args.rounds} rounds x {len(args.batch)} batch sizes x {len(variants)} variants x "
           f"{len(present)} frameworks, one fresh process each; {args.warmup} warm-up steps, then up to "
-          f"{args.steps} timed steps (at least {min(args.steps, MIN_STEPS)}, --seconds {args.seconds:g})")
-    runs = []
+          f"{args.steps} timed steps (at least {min(args.steps, MIN_STEPS)}, --seconds {args.seconds:g}); "
+          f"'bg' = cores kept busy by other processes during the timed steps")
+    runs, bounds = [], {}
     for r in range(args.rounds):
+        for batch in args.batch:  # re-measured every round, the best kept: a quiet moment is enough
+            if args.wait_quiet > 0:
+                wait_until_quiet(args.wait_quiet, QUIET)
+            bounds[batch] = matmul_bound(batch, best=bounds.get(batch))
         shift = r % max(len(present), 1)
         order = present[shift:] + present[:shift]  # rotate who goes first
         for batch in args.batch:
             for variant in variants:
                 for fw in order:
-                    res = run_worker(["--worker", fw, "--variant", variant, "--batch", str(batch),
-                                      "--warmup", str(args.warmup), "--steps", str(args.steps),
-                                      "--seconds", str(args.seconds)], args.timeout)
+                    res = measure(args, ["--worker", fw, "--variant", variant, "--batch", str(batch),
+                                         "--warmup", str(args.warmup), "--steps", str(args.steps),
+                                         "--seconds", str(args.seconds)])
                     res.update(framework=fw, variant=variant, batch=batch, round=r + 1)
                     runs.append(res)
                     head = f"  round {r + 1}/{args.rounds}  {variant:6} b{batch:<4} {FRAMEWORKS[fw][1]:24}"
                     if "error" in res:
                         print(f"{head} FAILED: {res['error']}", flush=True)
-                    else:
-                        print(f"{head} {_fmt(res['img_s']):>7} img/s  ({res['median_ms']:.1f} ms, IQR "
-                              f"{res['p25_ms']:.1f}-{res['p75_ms']:.1f}, {res['steps']} steps)  peak RSS "
-                              f"{res['rss_peak_kb'] / 1024:.0f} MB  loss {res['loss_first']:.3f}->"
-                              f"{res['loss_last']:.3f}", flush=True)
+                        continue
+                    bg = res.get("background_cores")
+                    print(f"{head} {_fmt(res['img_s']):>7} img/s  ({res['median_ms']:.1f} ms, IQR "
+                          f"{res['p25_ms']:.1f}-{res['p75_ms']:.1f}, {res['steps']} steps)  peak RSS "
+                          f"{res['rss_peak_kb'] / 1024:.0f} MB  loss {res['loss_first']:.3f}->{res['loss_last']:.3f}"
+                          + (f"  bg {bg:.2f}" if bg is not None else ""), flush=True)
+    print()
+    for batch in args.batch:
+        print(f"matmul bound at batch {batch}: {bounds[batch]['total_ms']:.2f} ms of NumPy float32 matmuls per "
+              f"step (best of {args.rounds} rounds) = {_fmt(bounds[batch]['img_s'])} img/s")
     summary = summarise(runs, present, variants, args.batch, bounds, step_mflop)
     print_summary(summary, runs, missing, step_mflop)
     return {"bounds": bounds, "runs": runs, "summary": summary, "not_installed": missing}
 
 
+def _quiet(run: dict) -> bool:
+    bg = run.get("background_cores")
+    return bg is None or bg < QUIET
+
+
+def _usable(by_round: dict) -> tuple[dict, bool]:
+    """The undisturbed runs (bg < QUIET) if there are any, else all of them; and whether they are quiet."""
+    quiet = {k: r for k, r in by_round.items() if _quiet(r)}
+    return (quiet, True) if quiet else (by_round, False)
+
+
 def summarise(runs, frameworks, variants, batches, bounds, step_mflop) -> list[dict]:
+    """Per batch, variant and framework: medians over the undisturbed rounds (all rounds if none was);
+    ratios over the rounds where both tinygrad_cnn and the peer were undisturbed (else all rounds)."""
     rows = []
     for batch in batches:
         for variant in variants:
@@ -375,32 +472,52 @@ def summarise(runs, frameworks, variants, batches, bounds, step_mflop) -> list[d
                 if not ok.get(fw):
                     rows.append({"batch": batch, "variant": variant, "framework": fw, "failed": True})
                     continue
-                done = list(ok[fw].values())
+                usable, quiet = _usable(ok[fw])
+                done = list(usable.values())
                 img_s = [r["img_s"] for r in done]
                 median = float(np.median(img_s))
                 row = {"batch": batch, "variant": variant, "framework": fw, "rounds": len(done),
+                       "rounds_total": len(ok[fw]), "quiet": quiet,
                        "img_s": median, "img_s_min": min(img_s), "img_s_max": max(img_s),
                        "ms": float(np.median([r["median_ms"] for r in done])),
                        "step_iqr_pct": float(np.median([(r["p75_ms"] - r["p25_ms"]) / r["median_ms"] * 100
                                                         for r in done])),
                        "gflops": median * step_mflop / 1e3, "bound_fraction": median / bounds[batch]["img_s"],
                        "rss_peak_mb": float(np.median([r["rss_peak_kb"] for r in done])) / 1024,
+                       "background_cores": [r.get("background_cores") for r in done],
                        "rss_step_mb": float(np.median([r["rss_peak_kb"] - r["rss_setup_kb"] for r in done])) / 1024,
                        "version": done[0]["info"].get("version"), "threads": done[0]["info"].get("threads"),
                        "blas_threads": done[0]["info"].get("blas_threads"),
                        "python_threads": done[0]["info"].get("python_threads")}
-                ratios = [tc_runs[k]["img_s"] / ok[fw][k]["img_s"] for k in ok[fw] if k in tc_runs]
+                pairs = [k for k in ok[fw] if k in tc_runs]
+                quiet_pairs = [k for k in pairs if _quiet(ok[fw][k]) and _quiet(tc_runs[k])]
+                ratios = [tc_runs[k]["img_s"] / ok[fw][k]["img_s"] for k in (quiet_pairs or pairs)]
                 if fw != "tinygrad_cnn" and ratios:
-                    row.update(ratio=float(np.median(ratios)), ratio_min=min(ratios), ratio_max=max(ratios))
+                    row.update(ratio=float(np.median(ratios)), ratio_min=min(ratios), ratio_max=max(ratios),
+                               ratio_rounds=len(ratios), ratio_quiet=bool(quiet_pairs))
                 rows.append(row)
     return rows
 
 
+def _max_bg(row: dict) -> str:
+    loads = [b for b in row.get("background_cores", []) if b is not None]
+    return f"{max(loads):.2f}" if loads else "-"
+
+
+def _rounds(row: dict) -> str:
+    """``used/total`` rounds, starred when no undisturbed round existed and all were used."""
+    return f"{row['rounds']}/{row['rounds_total']}" + ("" if row["quiet"] else "*")
+
+
 def print_summary(summary, runs, missing, step_mflop) -> None:
-    print(f"\nimg/s: median over rounds (min-max over rounds); step-time IQR as % of the median step; "
-          f"GFLOP/s at {step_mflop:.2f} MFLOP per image; peak RSS of the worker (increase during the steps)")
+    print(f"\nimg/s: median over the undisturbed rounds (bg < {QUIET}; 'rounds' = used/run, * = none was "
+          f"undisturbed, all used) and their min-max;\nstep-time IQR as % of the median step; "
+          f"GFLOP/s at {step_mflop:.2f} MFLOP per image;\nRSS: the worker's peak (+ its growth over the RSS just "
+          f"before the first step); tinygrad_cnn / this: median of the per-round ratios (their range) and "
+          f"how many rounds")
     header = (f"{'batch':>5} {'variant':7} {'framework':28} {'img/s':>7} {'(min-max)':>15} {'ms/step':>8} "
-              f"{'IQR %':>6} {'GFLOP/s':>8} {'bound %':>8} {'RSS MB':>13} {'tinygrad_cnn / this':>24}")
+              f"{'IQR %':>6} {'GFLOP/s':>8} {'bound %':>8} {'RSS MB':>13} {'tinygrad_cnn / this':>26} "
+              f"{'rounds':>6}")
     print(header)
     print("-" * len(header))
     for row in summary:
@@ -410,11 +527,12 @@ def print_summary(summary, runs, missing, step_mflop) -> None:
         if row.get("failed"):
             print(f"{row['batch']:>5} {row['variant']:7} {label:28} failed (see below)")
             continue
-        ratio = (f"{row['ratio']:.2f}x ({row['ratio_min']:.2f}-{row['ratio_max']:.2f})" if "ratio" in row else "")
+        ratio = (f"{row['ratio']:.2f}x ({row['ratio_min']:.2f}-{row['ratio_max']:.2f}) {row['ratio_rounds']}"
+                 + ("" if row["ratio_quiet"] else "*") if "ratio" in row else "")
         print(f"{row['batch']:>5} {row['variant']:7} {label:28} {_fmt(row['img_s']):>7} "
               f"{'(' + _spread([row['img_s_min'], row['img_s_max']]) + ')':>15} {row['ms']:8.1f} "
               f"{row['step_iqr_pct']:6.1f} {row['gflops']:8.1f} {row['bound_fraction'] * 100:7.1f}% "
-              f"{row['rss_peak_mb']:6.0f} (+{row['rss_step_mb']:.0f}) {ratio:>24}")
+              f"{row['rss_peak_mb']:6.0f} (+{row['rss_step_mb']:.0f}) {ratio:>26} {_rounds(row):>6}")
     threads = {}
     for row in summary:
         if not row.get("failed"):
@@ -425,10 +543,11 @@ def print_summary(summary, runs, missing, step_mflop) -> None:
             + [f"Python threads alive after the steps {py}"]))
     for fw in missing:
         print(f"{FRAMEWORKS[fw][1]}: not installed")
-    loads = [run["info"]["load_avg_1min"] for run in runs if "load_avg_1min" in run.get("info", {})]
-    if loads:
-        print(f"1-minute load average at the end of each worker: {min(loads):.2f}-{max(loads):.2f} "
-              f"on {os.cpu_count()} CPUs (above ~1, other processes were competing for the cores)")
+    loads = [run["background_cores"] for run in runs if run.get("background_cores") is not None]
+    if loads and max(loads) >= QUIET:
+        print(f"other processes kept {min(loads):.2f}-{max(loads):.2f} of the {os.cpu_count()} cores busy during "
+              f"the timed steps ('bg'): runs with bg above {QUIET} are slowed (PyTorch's OpenMP threads and "
+              f"OpenBLAS up to 10x); rerun on a quiet machine, or with --wait-quiet 30 and more --rounds")
     for run in runs:
         if "error" in run:
             print(f"\n{FRAMEWORKS[run['framework']][1]} {run['variant']} batch {run['batch']} round {run['round']} "
@@ -442,8 +561,8 @@ def overhead(args) -> dict:
     results = defaultdict(list)
     for _ in range(args.rounds):
         for fw in present:
-            res = run_worker(["--worker", fw, "--task", "overhead", "--chain-ops", str(args.chain_ops),
-                              "--repeat", str(args.repeat)], args.timeout)
+            res = measure(args, ["--worker", fw, "--task", "overhead", "--chain-ops", str(args.chain_ops),
+                                 "--repeat", str(args.repeat)])
             if "error" in res:
                 print(f"{FRAMEWORKS[fw][1]} overhead worker failed: {res['error']}\n{res.get('stderr', '')}")
                 continue
@@ -451,15 +570,16 @@ def overhead(args) -> dict:
     print(f"\nper-op overhead: a chain of {args.chain_ops} elementwise ops (y*1.0001, y+1e-4 alternating) on a "
           f"(4,) float32 tensor, then sum and backward; median of {args.repeat} repeats per process, median "
           f"of {args.rounds} processes")
-    print(f"{'framework':28} {'forward us/op':>14} {'backward us/op':>15} {'total us/op':>12}")
+    print(f"{'framework':28} {'forward us/op':>14} {'backward us/op':>15} {'total us/op':>12} {'bg max':>7}")
     summary = {}
     for fw, rs in results.items():
         row = {k: float(np.median([r[k] for r in rs])) for k in
                ("forward_us_per_op", "backward_us_per_op", "total_us_per_op")}
         row["version"] = rs[0]["info"].get("version")
+        row["background_cores"] = [r.get("background_cores") for r in rs]
         summary[fw] = row
         print(f"{FRAMEWORKS[fw][1] + ' ' + str(row['version']).split('+')[0]:28} {row['forward_us_per_op']:14.2f} "
-              f"{row['backward_us_per_op']:15.2f} {row['total_us_per_op']:12.2f}")
+              f"{row['backward_us_per_op']:15.2f} {row['total_us_per_op']:12.2f} {_max_bg(row):>7}")
     if "tinygrad_cnn" in summary and "torch" in summary:
         print(f"tinygrad_cnn / PyTorch per-op time: "
               f"{summary['tinygrad_cnn']['total_us_per_op'] / summary['torch']['total_us_per_op']:.2f}x")
@@ -484,11 +604,13 @@ def profile(args, variant: str, batch: int) -> dict:
         entry[1] += seconds
 
     timings = {}
+    background = BackgroundLoad().start()
     with record_profile(record):
         start = time.perf_counter()
         for _ in range(n):
             step(timings)
         wall = (time.perf_counter() - start) / n
+    bg = background.cores()
     rows = sorted(((op, phase, count / n, total / n) for (op, phase), (count, total) in table.items()),
                   key=lambda r: -r[3])
     in_ops = {ph: sum(r[3] for r in rows if r[1] == ph) for ph in ("forward", "backward")}
@@ -496,7 +618,8 @@ def profile(args, variant: str, batch: int) -> dict:
     outside = vg - in_ops["forward"] - in_ops["backward"]
     print(f"\ntinygrad_cnn profile: {variant}, batch {batch}, float32; {'one step' if n == 1 else f'mean of {n} steps'}"
           f" after {args.warmup} warm-up steps; code: git {git_state()}")
-    print(f"step wall time {wall * 1e3:.1f} ms ({_fmt(batch / wall)} img/s, with the profiler's own small cost)")
+    print(f"step wall time {wall * 1e3:.1f} ms ({_fmt(batch / wall)} img/s, with the profiler's own small cost)"
+          + (f"; other processes kept {bg:.2f} cores busy meanwhile" if bg is not None else ""))
     print(f"{'op':16} {'phase':9} {'count':>5} {'total ms':>9} {'% of step':>10}")
     for op, phase, count, total in rows:
         print(f"{op:16} {phase:9} {count:5.0f} {total * 1e3:9.2f} {total / wall * 100:9.1f}%")
@@ -506,6 +629,7 @@ def profile(args, variant: str, batch: int) -> dict:
           f"   (value_and_grad outside any op: graph, topological order, un-broadcast, accumulation)")
     print(f"{'optimizer update (sgd)':26} {update * 1e3:15.2f} {update / wall * 100:9.1f}%")
     return {"variant": variant, "batch": batch, "steps": n, "wall_ms": wall * 1e3, "update_ms": update * 1e3,
+            "background_cores": bg,
             "outside_ops_ms": outside * 1e3, "ops": [{"op": op, "phase": ph, "count": c, "ms": t * 1e3}
                                                      for op, ph, c, t in rows]}
 
@@ -524,6 +648,9 @@ def parse_args(argv=None):
     p.add_argument("--seconds", type=float, default=3.0,
                    help=f"stop timing after this many seconds once {MIN_STEPS} steps are done (default 3)")
     p.add_argument("--timeout", type=float, default=600, help="seconds before a worker is given up")
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                   help=f"before each worker, wait up to S seconds for other processes to use < {QUIET} core; "
+                   "rerun (twice at most) a worker that was disturbed anyway")
     p.add_argument("--json", metavar="OUT", help="save machine info, every run and the summary as JSON")
     p.add_argument("--profile", action="store_true", help="time per op of one tinygrad_cnn step, in process")
     p.add_argument("--profile-steps", type=int, default=1, help="with --profile: average over this many steps")

@@ -1,5 +1,13 @@
 """tinygrad_cnn: a small, readable and fast autograd framework in NumPy, built around CNNs."""
 
+import os as _os
+import sys as _sys
+
+# Our threads split each batch and run one single-threaded BLAS call each (see parallel.py). Saying so
+# before NumPy loads OpenBLAS is measurably steadier than capping it afterwards, so do it when we can.
+if "numpy" not in _sys.modules and _os.environ.get("TINYGRAD_CNN_THREADS") != "1":
+    _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from ._malloc import keep_freed_memory
 
 keep_freed_memory()  # a training step re-allocates the same large arrays: keep them mapped (see _malloc)

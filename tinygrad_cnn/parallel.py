@@ -7,7 +7,9 @@ BLAS itself is set to one thread, for the whole process, the first time a parall
 each of our threads runs its own matmul on its slice. Left multi-threaded, OpenBLAS keeps its
 worker threads spinning after every call, and they fight ours for the same cores: measured here,
 a training step took 162 ms that way against 42 ms with BLAS single-threaded (and 68 ms with no
-threads at all). Set ``TINYGRAD_CNN_THREADS=1`` to leave BLAS as it is and run everything serially.
+threads at all). When ``tinygrad_cnn`` is imported before NumPy it sets ``OPENBLAS_NUM_THREADS=1``
+before OpenBLAS loads, which measured steadier (40-43 ms) than capping it at run time (43-65 ms).
+Set ``TINYGRAD_CNN_THREADS=1`` to leave BLAS as it is and run everything serially.
 
     y = np.empty_like(x)
     over_batch(lambda s: np.maximum(x[s], 0, out=y[s]), len(x), work=x.size)
