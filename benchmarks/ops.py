@@ -11,6 +11,8 @@ layer's im2col shape: the ceiling for an im2col convolution.
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -22,6 +24,27 @@ LAYERS = [  # name, input (C, H, W), filters F, input needs grad
     ("conv1 1->32 on 28x28", (1, 28, 28), 32, False),
     ("conv2 32->64 on 13x13", (32, 13, 13), 64, True),
 ]
+
+
+_MATMUL = """
+import sys, time, numpy as np
+m, k, n, repeat = map(int, sys.argv[1:])
+rng = np.random.default_rng(0)
+a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+a @ b
+times = []
+for _ in range(repeat):
+    start = time.perf_counter(); a @ b; times.append(time.perf_counter() - start)
+print(2 * m * k * n / float(np.median(times)) / 1e9)
+"""
+
+
+def numpy_matmul_gflops(m: int, k: int, n: int, repeat: int) -> float:
+    """GFLOP/s of one float32 (m, k) @ (k, n) in a fresh NumPy process, BLAS at its default threads
+    (importing tinygrad_cnn holds BLAS to one thread: its own threads split the batch instead)."""
+    out = subprocess.run([sys.executable, "-c", _MATMUL, str(m), str(k), str(n), str(repeat)],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout)
 
 
 def median_seconds(fn, repeat: int) -> float:
@@ -61,14 +84,12 @@ def main() -> None:
 
         fwd = median_seconds(forward, args.repeat)
         both = median_seconds(forward_backward, args.repeat)
-        a, bm = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, f)).astype(np.float32)
-        mm = median_seconds(lambda: a @ bm, args.repeat)
+        mm_gflops = numpy_matmul_gflops(m, k, f, args.repeat)
         both_flops = flops * (3 if input_grad else 2)
         print(f"{name:24} {fwd * 1e3:8.2f} {flops / fwd / 1e9:8.1f} {both * 1e3:11.2f} "
-              f"{both_flops / both / 1e9:8.1f} {flops / mm / 1e9:15.1f}")
-    n = 2048
-    a, bm = rng.standard_normal((n, n)).astype(np.float32), rng.standard_normal((n, n)).astype(np.float32)
-    print(f"square float32 matmul {n}x{n}: {2 * n ** 3 / median_seconds(lambda: a @ bm, 5) / 1e9:.1f} GFLOP/s")
+              f"{both_flops / both / 1e9:8.1f} {mm_gflops:15.1f}")
+    print(f"square float32 matmul 2048x2048 (NumPy, BLAS default threads): "
+          f"{numpy_matmul_gflops(2048, 2048, 2048, 5):.1f} GFLOP/s")
 
 
 if __name__ == "__main__":
