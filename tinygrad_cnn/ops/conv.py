@@ -118,13 +118,14 @@ class Conv2d(Function):
         n, f = g.shape[:2]
         pixels = out_hw[0] * out_hw[1]
         g2 = g.transpose(0, 2, 3, 1).reshape(-1, f)                         # (M, F), free if NHWC
-        dxp = np.zeros(padded_shape, g.dtype) if need_x else None
+        dxp = np.empty(padded_shape, g.dtype) if need_x else None  # zeroed slice by slice in the threads
         ones = np.ones(n * pixels, g.dtype) if need_b else None
 
         def kernel(s: slice):
             rows = slice(s.start * pixels, s.stop * pixels)
             gs = g2[rows]
             if need_x:
+                dxp[s] = 0
                 for block in _blocks(s, pixels * wmat.shape[0] * g2.itemsize):
                     block_rows = slice(block.start * pixels, block.stop * pixels)
                     _col2im(g2[block_rows] @ wmat.T, dxp[block], ksize, out_hw, stride, dilation)  # dcols @ wmat^T

@@ -62,10 +62,16 @@ class MaxPool2d(Function):
     def backward(ctx, g):
         xp, y = ctx.saved_tensors
         kernel, stride, pads, out_hw = ctx.geometry
-        dxp = np.zeros_like(xp)
+        dxp = np.empty_like(xp)
         overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
+        tiled = tuple(stride) == tuple(kernel)  # the windows write every pixel they cover
 
         def kernel_(s: slice) -> None:
+            if not tiled:
+                dxp[s] = 0
+            else:  # only the rows and columns past the last window are never written
+                dxp[s, :, out_hw[0] * kernel[0]:] = 0
+                dxp[s, :, :, out_hw[1] * kernel[1]:] = 0
             unclaimed = np.ones_like(y[s], dtype=bool)  # windows whose maximum has not received g yet;
             # *_like keeps y's memory layout: mixing layouts in one ufunc call is several times slower
             offsets = _offsets(kernel)
