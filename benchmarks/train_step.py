@@ -272,17 +272,29 @@ def build_step(framework: str, batch_norm: bool, batches: list):
     return peers.tf_step(batch_norm, batches, compiled=framework == "tf-function")
 
 
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def max_rss_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
+    """This process's peak resident set, KB. Linux's ``getrusage(RUSAGE_SELF).ru_maxrss`` starts from the
+    *parent's* peak when a process is made by fork/vfork + exec (the kernel carries the old address
+    space's high-water mark over), so a worker would report at least the parent's size; ``VmHWM`` in
+    /proc/self/status belongs to this address space alone. ru_maxrss where there is no /proc."""
+    hwm = _proc_status_kb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def current_rss_kb() -> int:
-    """Resident set size now (Linux /proc/self/statm); the peak so far elsewhere."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") // 1024
-    except (OSError, ValueError, IndexError):
-        return max_rss_kb()
+    """Resident set size now, KB (VmRSS; the peak so far where there is no /proc)."""
+    rss = _proc_status_kb("VmRSS")
+    return rss if rss is not None else max_rss_kb()
 
 
 def worker_step(args) -> dict:
