@@ -369,7 +369,11 @@ def worker_overhead(args) -> dict:
 # ------------------------------------------------------------------------------------- orchestration
 
 def installed(framework: str) -> bool:
-    return importlib.util.find_spec(FRAMEWORKS[framework][0]) is not None
+    """Whether the framework's module can be found (without importing it)."""
+    try:
+        return importlib.util.find_spec(FRAMEWORKS[framework][0]) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def run_worker(extra: list[str], timeout: float) -> dict:
