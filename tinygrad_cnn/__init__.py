@@ -1,20 +1,7 @@
 """tinygrad_cnn: a small, readable and fast autograd framework in NumPy, built around CNNs."""
 
-import os as _os
-import sys as _sys
-
-# Our threads split each batch and run one single-threaded BLAS call each (see parallel.py). Saying so
-# before NumPy loads OpenBLAS is measurably steadier than capping it afterwards, so do it when we can.
-if "numpy" not in _sys.modules and _os.environ.get("TINYGRAD_CNN_THREADS") != "1":
-    _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
+from . import data, init, models, optim, training, viz
 from ._malloc import keep_freed_memory
-
-keep_freed_memory()  # a training step re-allocates the same large arrays: keep them mapped (see _malloc)
-
-# ruff: noqa: E402
-
-from . import data, init, models, optim, testing, training, viz
 from .autograd import Function, detect_anomaly, no_grad
 from .gradcheck import GradcheckError, gradcheck
 from .io import load, save
@@ -35,5 +22,15 @@ __all__ = [
     "Tensor", "Function", "no_grad", "detect_anomaly", "value_and_grad", "grad", "gradcheck", "GradcheckError",
     "conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "flatten", "matmul", "linear",
     "relu", "sigmoid", "tanh", "softmax", "log_softmax", "cross_entropy", "dropout",
-    "draw_graph", "save", "load", "init", "optim", "data", "models", "testing", "training", "viz",
+    "draw_graph", "save", "load", "keep_freed_memory", "init", "optim", "data", "models", "training", "viz",
+    # and "testing", imported on first use (it needs Hypothesis)
 ]
+
+
+def __getattr__(name: str):
+    """``tinygrad_cnn.testing`` is imported on first use: it needs Hypothesis, a dev extra."""
+    if name == "testing":
+        import importlib
+
+        return importlib.import_module(".testing", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,45 +23,53 @@ from __future__ import annotations
 
 import contextlib
 import time
+from contextvars import ContextVar
 from typing import Any, Callable
 
 import numpy as np
 
+from .parallel import blas_single_threaded
+
 __all__ = ["Function", "Context", "Node", "no_grad", "is_grad_enabled", "backward", "record_profile",
            "detect_anomaly"]
 
-_grad_enabled = True
-_detect_anomaly = False
-
-
-def is_grad_enabled() -> bool:
-    return _grad_enabled
+# Modes are per thread (and per asyncio task): another thread's no_grad is not yours. A new thread
+# starts with the defaults.
+_grad_enabled: ContextVar[bool] = ContextVar("tinygrad_cnn_grad_enabled", default=True)
+_detect_anomaly: ContextVar[bool] = ContextVar("tinygrad_cnn_detect_anomaly", default=False)
+_profiler: ContextVar[Callable | None] = ContextVar("tinygrad_cnn_profiler", default=None)
 
 
 @contextlib.contextmanager
-def no_grad():
-    """Context manager: ops inside record nothing (their outputs have ``requires_grad=False``)."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+def _set(var: ContextVar, value):
+    token = var.set(value)
     try:
         yield
     finally:
-        _grad_enabled = previous
+        var.reset(token)
 
 
-@contextlib.contextmanager
+def is_grad_enabled() -> bool:
+    return _grad_enabled.get()
+
+
+def no_grad():
+    """Context manager: ops inside record nothing (their outputs have ``requires_grad=False``).
+    Applies to the calling thread only."""
+    return _set(_grad_enabled, False)
+
+
 def detect_anomaly():
     """Context manager: every op's forward output and backward gradients are checked, and the first
     non-finite value (NaN or inf) raises ``FloatingPointError`` naming the op and the pass.
 
-    Slower (one ``isfinite`` pass per array); for hunting down where a NaN loss comes from.
+    Ops keep references to their input arrays, not copies; inside this block they also keep a copy,
+    and a backward whose inputs were changed in place since the forward (``x.data[0] = 0`` between
+    ``loss = f(x)`` and ``loss.backward()``) raises ``RuntimeError`` naming the op and the input.
+    Slower (one ``isfinite`` pass and one copy per array); for hunting down where a wrong value
+    comes from. Applies to the calling thread only.
     """
-    global _detect_anomaly
-    previous, _detect_anomaly = _detect_anomaly, True
-    try:
-        yield
-    finally:
-        _detect_anomaly = previous
+    return _set(_detect_anomaly, True)
 
 
 def _check_finite(op: type, what: str, a) -> None:
@@ -147,19 +155,33 @@ class Function:
         needs = tuple(t.requires_grad for t in tensors)
         ctx = Context(needs)
         arrays = [t.data for t in tensors]
-        if _profiler is None:
+        profiler = _profiler.get()
+        if profiler is None:
             out = cls.forward(ctx, *arrays, **kwargs)
         else:
             start = time.perf_counter()
             out = cls.forward(ctx, *arrays, **kwargs)
-            _profiler(cls, "forward", time.perf_counter() - start, ctx)
+            profiler(cls, "forward", time.perf_counter() - start, ctx)
         if not isinstance(out, np.ndarray):
             out = np.asarray(out)
-        if _detect_anomaly:
+        record = _grad_enabled.get() and any(needs)
+        if _detect_anomaly.get():
             _check_finite(cls, "forward output", out)
-        if _grad_enabled and any(needs):
+            if record:
+                ctx._anomaly_inputs = tuple(a.copy() if isinstance(a, np.ndarray) else None for a in arrays)
+        if record:
             return Tensor._from_op(out, Node(cls, ctx, tensors, kwargs))
         return Tensor._from_op(out, None)
+
+
+def _check_inputs_unchanged(node: Node) -> None:
+    """Under detect_anomaly: an input array edited in place after the forward makes a wrong backward."""
+    for i, (before, t) in enumerate(zip(node.ctx._anomaly_inputs, node.inputs)):
+        if before is not None and not np.array_equal(before, t.data, equal_nan=True):
+            name = f" ({t.name!r})" if t.name else ""
+            raise RuntimeError(f"detect_anomaly: input {i}{name} of {node.name} was modified in place between "
+                               f"its forward and its backward; its gradient would be wrong (copy the array "
+                               f"before changing it, or change it after backward)")
 
 
 # ---------------------------------------------------------------------------------------------- #
@@ -195,28 +217,47 @@ def topological_order(root, *, constants: bool = False) -> list:
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Sums ``grad`` over the axes that broadcasting added or stretched, giving ``shape``."""
+    """Sums ``grad`` over the axes that broadcasting added or stretched, giving ``shape``.
+
+    Raises ``ValueError`` when ``grad``'s shape is not ``shape`` broadcast (a (3, 2) gradient for a
+    (2, 3) input is a bug in the op, not something to reshape into place).
+    """
     if grad.shape == shape:
         return grad
     extra = grad.ndim - len(shape)
+    if extra < 0 or any(n != 1 and n != m for n, m in zip(shape, grad.shape[extra:])):
+        raise ValueError(f"gradient of shape {grad.shape} does not broadcast from the input's shape {shape}")
     axes = tuple(range(extra)) + tuple(
         extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1)
     grad = grad.sum(axis=axes, keepdims=True) if axes else grad
     return grad.reshape(shape)
 
 
+def _read_only(g: np.ndarray) -> np.ndarray:
+    """A read-only view of ``g``: a gradient may be shared (add passes one array to both inputs), so
+    a backward that edited it in place would corrupt another tensor's gradient. NumPy refuses instead."""
+    view = g.view()
+    view.flags.writeable = False
+    return view
+
+
 def _input_grads(node: Node, grad: np.ndarray) -> tuple:
-    if _profiler is None:
+    anomaly = _detect_anomaly.get()
+    if anomaly and hasattr(node.ctx, "_anomaly_inputs"):
+        _check_inputs_unchanged(node)
+    grad = _read_only(grad)
+    profiler = _profiler.get()
+    if profiler is None:
         grads = node.op.backward(node.ctx, grad)
     else:
         start = time.perf_counter()
         grads = node.op.backward(node.ctx, grad)
-        _profiler(node.op, "backward", time.perf_counter() - start, node.ctx)
+        profiler(node.op, "backward", time.perf_counter() - start, node.ctx)
     grads = grads if isinstance(grads, tuple) else (grads,)
     if len(grads) != len(node.inputs):
         raise RuntimeError(f"{node.name}.backward returned {len(grads)} gradients for "
                            f"{len(node.inputs)} inputs")
-    if _detect_anomaly:
+    if anomaly:
         for i, gi in enumerate(grads):
             _check_finite(node.op, f"backward gradient for input {i}", gi)
     return grads
@@ -228,8 +269,20 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     Leaves with ``requires_grad`` accumulate into ``.grad``. Without ``retain_graph`` every node is
     released once used, so nothing of the graph survives; with it, intermediate tensors also keep
     their gradient in ``.grad`` (that is what ``draw_graph(show_grads=True)`` shows).
+    Refuses (``RuntimeError``) a graph that an earlier backward released, and a gradient of the
+    wrong shape from an op's backward; BLAS runs single-threaded during the pass (see parallel.py).
     """
+    with blas_single_threaded():
+        _backward(root, grad, retain_graph)
+
+
+def _backward(root, grad: np.ndarray, retain_graph: bool) -> None:
     order = topological_order(root)
+    released = next((t for t in order if t._released), None)
+    if released is not None:  # its node is gone: the gradient would stop there, silently short
+        raise RuntimeError(f"backward: {_describe(released)} was made by an op whose graph an earlier backward() "
+                           f"released; pass retain_graph=True to that earlier call to run backward through it "
+                           f"again, or use .detach() to treat it as a constant")
     grads = {id(root): grad}
     for tensor in reversed(order):
         g = grads.pop(id(tensor), None)
@@ -241,10 +294,10 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
             tensor.grad = np.array(g) if tensor.grad is None else tensor.grad + g
         if node is None:
             continue
-        for parent, pg in zip(node.inputs, _input_grads(node, g)):
+        for i, (parent, pg) in enumerate(zip(node.inputs, _input_grads(node, g))):
             if pg is None or not parent.requires_grad:
                 continue
-            pg = unbroadcast(np.asarray(pg), parent.shape)
+            pg = _unbroadcast_from(node, i, np.asarray(pg), parent.shape)
             if pg.dtype != parent.dtype:
                 pg = pg.astype(parent.dtype)
             key = id(parent)
@@ -254,11 +307,22 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
             tensor._released = True
 
 
+def _unbroadcast_from(node: Node, i: int, pg: np.ndarray, shape: tuple) -> np.ndarray:
+    try:
+        return unbroadcast(pg, shape)
+    except ValueError:
+        raise RuntimeError(f"{node.name}.backward returned a gradient of shape {pg.shape} for input {i} of "
+                           f"shape {shape}; a gradient must have its input's shape (or a shape it "
+                           f"broadcasts to)") from None
+
+
+def _describe(tensor) -> str:
+    name = f" {tensor.name!r}" if tensor.name else ""
+    return f"a tensor{name} of shape {tensor.shape}"
+
+
 # ---------------------------------------------------------------------------------------------- #
 # Profiling hook: one optional recorder, used by draw_graph's timing annotations and benchmarks.
-
-_profiler: Callable | None = None
-
 
 def saved_bytes(ctx: Context) -> int:
     """Bytes of the arrays an op keeps for its backward (saved tensors and ndarray attributes)."""
@@ -273,7 +337,6 @@ def saved_bytes(ctx: Context) -> int:
     return total
 
 
-@contextlib.contextmanager
 def record_profile(callback: Callable[[type, str, float, Context], None]):
     """Calls ``callback(op, phase, seconds, ctx)`` after every forward and backward inside the block.
 
@@ -281,9 +344,4 @@ def record_profile(callback: Callable[[type, str, float, Context], None]):
     ``draw_graph(..., profile=prof)``) and by
     ``benchmarks/train_step.py --profile``; costs nothing when not active.
     """
-    global _profiler
-    previous, _profiler = _profiler, callback
-    try:
-        yield
-    finally:
-        _profiler = previous
+    return _set(_profiler, callback)

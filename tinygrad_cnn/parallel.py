@@ -3,30 +3,38 @@
 NumPy's ufuncs, copies and BLAS calls release the GIL while they work on large arrays, so plain
 Python threads keep several cores busy. Without this, NumPy does everything but BLAS on one core.
 
-BLAS itself is set to one thread, for the whole process, the first time a parallel region runs:
-each of our threads runs its own matmul on its slice. Left multi-threaded, OpenBLAS keeps its
-worker threads spinning after every call, and they fight ours for the same cores: measured here,
-a training step took 162 ms that way against 42 ms with BLAS single-threaded (and 68 ms with no
-threads at all). When ``tinygrad_cnn`` is imported before NumPy it sets ``OPENBLAS_NUM_THREADS=1``
-before OpenBLAS loads, which measured steadier (40-43 ms) than capping it at run time (43-65 ms).
-Set ``TINYGRAD_CNN_THREADS=1`` to leave BLAS as it is and run everything serially.
-
     y = np.empty_like(x)
     over_batch(lambda s: np.maximum(x[s], 0, out=y[s]), len(x), work=x.size)
 
 Results are combined in slice order, so a run is bit-for-bit reproducible for a given thread count.
 ``TINYGRAD_CNN_THREADS`` sets the number of threads (default: the cores this process may use);
-``1`` turns the threading off.
+``1`` turns the threading off and leaves BLAS alone.
+
+**BLAS, one thread while our work runs.** Each of our threads runs its own matmul on its slice. Left
+multi-threaded, OpenBLAS keeps its worker threads spinning after every call and they fight ours for
+the cores: measured here, a training step took 162 ms that way against 42 ms with BLAS single-threaded.
+So BLAS is held at one thread inside :func:`blas_single_threaded` and given back to the user's setting
+when the outermost such block ends. The block is wide, not per kernel: capping and restoring around
+every kernel let OpenBLAS's workers wake in between and cost a third of the speed. ``value_and_grad``,
+``Tensor.backward``, ``fit`` and ``predict_proba`` each run inside one; a parallel kernel called
+outside any (an eager op in the user's own loop) opens one for itself. Every matmul of ours inside a
+block runs single-threaded, so results do not depend on the BLAS setting the process started with.
+
+**fork.** A child process forked after the pool was used inherits a pool object whose threads do not
+exist there; the pool and its lock are reset in the child (``os.register_at_fork``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 T = TypeVar("T")
+
+__all__ = ["num_threads", "batch_slices", "over_batch", "blas_single_threaded"]
 
 # Below this many array elements a kernel runs on the calling thread: handing work to a thread
 # costs tens of microseconds, more than the work itself.
@@ -34,8 +42,10 @@ MIN_PARALLEL_WORK = 1 << 16
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
-_blas_limit = None  # threadpoolctl's limit holding BLAS at one thread, set on first parallel use
-_local = threading.local()
+_local = threading.local()      # .inside: a pool kernel runs here; .holds_blas: inside a BLAS block
+_blas = None                    # threadpoolctl's controller of the BLAS libraries NumPy loaded
+_blas_holders = 0               # threads inside a blas_single_threaded block
+_blas_limit = None              # the active limit (restores the user's setting), while holders > 0
 
 
 def num_threads() -> int:
@@ -55,15 +65,47 @@ def batch_slices(n: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-def _resources(threads: int) -> ThreadPoolExecutor:
-    global _pool, _blas_limit
+def _blas_controller():
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController().select(user_api="blas")
+    return _blas
+
+
+@contextlib.contextmanager
+def blas_single_threaded() -> Iterator[None]:
+    """Holds BLAS at one thread inside the block, then restores the setting found on entry.
+
+    Nested and concurrent blocks (several threads) share one limit, taken by the first block to
+    start and released by the last to end. Does nothing when ``TINYGRAD_CNN_THREADS=1``.
+    """
+    global _blas_holders, _blas_limit
+    if getattr(_local, "holds_blas", False) or num_threads() <= 1:  # nested, or no threads of ours
+        yield
+        return
+    with _lock:
+        if _blas_holders == 0:
+            _blas_limit = _blas_controller().limit(limits=1)
+        _blas_holders += 1
+    _local.holds_blas = True
+    try:
+        yield
+    finally:
+        _local.holds_blas = False
+        with _lock:
+            _blas_holders -= 1
+            if _blas_holders == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
+
+
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    global _pool
     with _lock:
         if _pool is None or _pool._max_workers < threads - 1:
             _pool = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="tinygrad_cnn")
-        if _blas_limit is None:
-            from threadpoolctl import ThreadpoolController
-
-            _blas_limit = ThreadpoolController().limit(limits=1, user_api="blas")  # kept for the process
     return _pool
 
 
@@ -77,7 +119,7 @@ def over_batch(kernel: Callable[[slice], T], n: int, *, work: int) -> list[T]:
     threads = min(num_threads(), n)
     if threads <= 1 or work < MIN_PARALLEL_WORK or getattr(_local, "inside", False):
         return [kernel(slice(0, n))]
-    pool = _resources(threads)
+    pool = _thread_pool(threads)
     slices = batch_slices(n, threads)
 
     def run(s: slice) -> T:
@@ -87,9 +129,27 @@ def over_batch(kernel: Callable[[slice], T], n: int, *, work: int) -> list[T]:
         finally:
             _local.inside = False
 
-    futures = [pool.submit(run, s) for s in slices[1:]]
-    try:
-        first = run(slices[0])
-    finally:
-        wait(futures)  # never leave threads writing into arrays after an exception here
+    with blas_single_threaded():
+        futures = [pool.submit(run, s) for s in slices[1:]]
+        try:
+            first = run(slices[0])
+        finally:
+            wait(futures)  # never leave threads writing into arrays after an exception here
     return [first] + [f.result() for f in futures]
+
+
+def _after_fork_in_child() -> None:
+    """The parent's pool threads do not exist in a forked child: start afresh there. Only the forking
+    thread survives, so only its BLAS block (if it was inside one) still holds the limit."""
+    global _lock, _pool, _blas_holders, _blas_limit
+    _lock, _pool = threading.Lock(), None
+    _local.inside = False
+    forker_holds = getattr(_local, "holds_blas", False)
+    if _blas_holders and not forker_holds:
+        _blas_limit.restore_original_limits()
+        _blas_limit = None
+    _blas_holders = 1 if forker_holds else 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -14,9 +14,14 @@ ties for max or max-pool), ``away_from=0.0`` keeps values off relu's kink.
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import assume
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
+
+try:
+    from hypothesis import assume
+    from hypothesis import strategies as st
+    from hypothesis.extra import numpy as hnp
+except ImportError as e:  # the base install has no Hypothesis; `import tinygrad_cnn` does not need it
+    raise ImportError("tinygrad_cnn.testing needs Hypothesis: pip install hypothesis "
+                      "(or the dev extras: pip install -e \".[dev]\")") from e
 
 __all__ = ["shapes", "arrays", "broadcastable_shapes", "conv_configs", "pool_configs", "out_size"]
 

@@ -18,6 +18,7 @@ import numpy as np
 from .autograd import no_grad
 from .data.batches import batches
 from .models import Model
+from .parallel import blas_single_threaded
 from .ops.loss import cross_entropy, softmax
 from .transforms import value_and_grad
 
@@ -53,7 +54,7 @@ def predict_proba(model: Model, params: dict, x: np.ndarray, *, state: dict | No
                   batch_size: int = 512) -> np.ndarray:
     """Class probabilities (N, K) in eval mode, in batches, recording no graph."""
     out = []
-    with no_grad():
+    with no_grad(), blas_single_threaded():
         for start in range(0, len(x), batch_size):
             logits = model.apply(params, x[start:start + batch_size], state=state, training=False)
             out.append(softmax(logits).data)
@@ -76,7 +77,15 @@ def fit(model: Model, params: dict, state: dict, optimizer, train: tuple[np.ndar
     training batch. ``progress(iterable, epoch)`` may wrap the batch iterator (e.g. a tqdm bar; the bar
     receives ``set_postfix`` calls with the running loss and accuracy when it has that method).
     Stops with a ``FloatingPointError`` naming the step when the loss stops being finite.
+    BLAS is held at one thread for the whole run and restored at the end (see parallel.py).
     """
+    with blas_single_threaded():
+        return _fit(model, params, state, optimizer, train, test, epochs=epochs, batch_size=batch_size, rng=rng,
+                    augment=augment, dropout_rate=dropout_rate, progress=progress, on_epoch=on_epoch)
+
+
+def _fit(model, params, state, optimizer, train, test, *, epochs, batch_size, rng, augment, dropout_rate, progress,
+         on_epoch):
     x_train, y_train = train
 
     def loss_fn(p, xb, yb, key):

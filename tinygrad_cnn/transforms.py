@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .checks import check_int, check_tensor_like
+from .parallel import blas_single_threaded
 from .pytree import tree_flatten, tree_paths, tree_unflatten
 from .tensor import Tensor
 
@@ -58,6 +59,10 @@ def value_and_grad(f: Callable, argnums: int | tuple[int, ...] = 0, has_aux: boo
         raise TypeError(f"{fn}: f must be callable, got {type(f).__name__}")
 
     def wrapped(*args, **kwargs):
+        with blas_single_threaded():  # one BLAS limit for the whole forward and backward (parallel.py)
+            return run(*args, **kwargs)
+
+    def run(*args, **kwargs):
         nums = _argnums_tuple(argnums, len(args), fn)
         args = list(args)
         trees = []

@@ -79,7 +79,7 @@ class Profile:
     def __enter__(self) -> Profile:
         if self._recording is not None:
             raise RuntimeError("profile: this recorder is already recording")
-        outer = autograd._profiler  # profiles nest: pass every record on to an enclosing recorder
+        outer = autograd._profiler.get()  # profiles nest: pass every record on to an enclosing recorder
 
         def callback(op, phase, seconds, ctx):
             self._record(op, phase, seconds, ctx)
