@@ -41,9 +41,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-if "--worker" in sys.argv and "tinygrad_cnn" in sys.argv:
-    import tinygrad_cnn  # noqa: F401  before NumPy, as docs/performance.md recommends (OpenBLAS single-threaded)
-
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -51,6 +48,7 @@ RESULT = "RESULT-JSON "  # a worker's last line of stdout; anything a framework 
 
 FRAMEWORKS = {  # name -> (module that must be importable, label)
     "tinygrad_cnn": ("tinygrad_cnn", "tinygrad_cnn"),
+    "tinygrad_cnn-kfm": ("tinygrad_cnn", "tinygrad_cnn + keep_freed_memory()"),
     "torch": ("torch", "PyTorch eager"),
     "tf-eager": ("tensorflow", "TensorFlow eager"),
     "tf-function": ("tensorflow", "TensorFlow tf.function"),
@@ -262,7 +260,11 @@ def _blas_threads() -> list:
 
 
 def build_step(framework: str, batch_norm: bool, batches: list):
-    if framework == "tinygrad_cnn":
+    if framework.startswith("tinygrad_cnn"):
+        if framework == "tinygrad_cnn-kfm":
+            import tinygrad_cnn as tc
+
+            tc.keep_freed_memory()  # glibc keeps freed memory mapped (what the CLI's train does)
         return tinygrad_step(batch_norm, batches)
     sys.path.insert(0, str(HERE))
     import peers
@@ -457,7 +459,7 @@ def benchmark(args, frameworks: list[str], variants: list[str]) -> dict:
     for batch in args.batch:
         print(f"matmul bound at batch {batch}: {bounds[batch]['total_ms']:.2f} ms of NumPy float32 matmuls per "
               f"step (best of {args.rounds} rounds) = {_fmt(bounds[batch]['img_s'])} img/s")
-    summary = summarise(runs, present, variants, args.batch, bounds, step_mflop)
+    summary = summarise(runs, present, variants, args.batch, bounds, step_mflop, args.base)
     print_summary(summary, runs, missing, step_mflop)
     return {"bounds": bounds, "runs": runs, "summary": summary, "not_installed": missing}
 
@@ -473,7 +475,7 @@ def _usable(by_round: dict) -> tuple[dict, bool]:
     return (quiet, True) if quiet else (by_round, False)
 
 
-def summarise(runs, frameworks, variants, batches, bounds, step_mflop) -> list[dict]:
+def summarise(runs, frameworks, variants, batches, bounds, step_mflop, base="tinygrad_cnn") -> list[dict]:
     """Per batch, variant and framework: medians over the undisturbed rounds (all rounds if none was);
     ratios over the rounds where both tinygrad_cnn and the peer were undisturbed (else all rounds)."""
     rows = []
@@ -483,7 +485,7 @@ def summarise(runs, frameworks, variants, batches, bounds, step_mflop) -> list[d
             for run in runs:
                 if run["batch"] == batch and run["variant"] == variant and "error" not in run:
                     ok[run["framework"]][run["round"]] = run
-            tc_runs = ok.get("tinygrad_cnn", {})
+            tc_runs = ok.get(base, {})
             for fw in frameworks:
                 if not ok.get(fw):
                     rows.append({"batch": batch, "variant": variant, "framework": fw, "failed": True})
@@ -508,7 +510,7 @@ def summarise(runs, frameworks, variants, batches, bounds, step_mflop) -> list[d
                 pairs = [k for k in ok[fw] if k in tc_runs]
                 quiet_pairs = [k for k in pairs if _quiet(ok[fw][k]) and _quiet(tc_runs[k])]
                 ratios = [tc_runs[k]["img_s"] / ok[fw][k]["img_s"] for k in (quiet_pairs or pairs)]
-                if fw != "tinygrad_cnn" and ratios:
+                if fw != base and ratios:
                     row.update(ratio=float(np.median(ratios)), ratio_min=min(ratios), ratio_max=max(ratios),
                                ratio_rounds=len(ratios), ratio_quiet=bool(quiet_pairs))
                 rows.append(row)
@@ -529,7 +531,7 @@ def print_summary(summary, runs, missing, step_mflop) -> None:
     print(f"\nimg/s: median over the undisturbed rounds (bg < {QUIET}; 'rounds' = used/run, * = none was "
           f"undisturbed, all used) and their min-max;\nstep-time IQR as % of the median step; "
           f"GFLOP/s at {step_mflop:.2f} MFLOP per image;\nRSS: the worker's peak (+ its growth over the RSS just "
-          f"before the first step); tinygrad_cnn / this: median of the per-round ratios (their range) and "
+          f"before the first step); tinygrad_cnn / this (--base): median of the per-round ratios (their range) and "
           f"how many rounds")
     header = (f"{'batch':>5} {'variant':7} {'framework':28} {'img/s':>7} {'(min-max)':>15} {'ms/step':>8} "
               f"{'IQR %':>6} {'GFLOP/s':>8} {'bound %':>8} {'RSS MB':>13} {'tinygrad_cnn / this':>26} "
@@ -658,6 +660,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, nargs="+", default=[128], help="one or more batch sizes (default 128)")
     p.add_argument("--frameworks", nargs="+", choices=list(FRAMEWORKS), default=list(FRAMEWORKS),
                    help="default: all; missing ones are reported as not installed")
+    p.add_argument("--base", choices=[f for f in FRAMEWORKS if f.startswith("tinygrad_cnn")], default="tinygrad_cnn",
+                   help="the tinygrad_cnn configuration the ratios are computed for (default tinygrad_cnn)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     p.add_argument("--steps", type=int, default=30, help="timed steps per process (default 30)")

@@ -274,3 +274,168 @@ def test_second_backward_through_a_released_graph_is_an_error():
 
 def test_item_is_a_python_float():
     assert isinstance(Tensor(np.array([3]), dtype=np.int64).item(), float)
+
+
+# ---------------------------------------------------------------------------------------------- #
+# The engine refuses what it cannot do right (issue 10, item 4) and its modes are per thread (item 3).
+
+def test_backward_through_a_released_intermediate_raises_naming_retain_graph():
+    w = Tensor([1.0, 2.0], requires_grad=True)
+    h = w * 3
+    (h * h).sum().backward()                     # releases h's node
+    with pytest.raises(RuntimeError, match="released.*retain_graph=True"):
+        h.sum().backward()                       # would leave w.grad at 18w instead of 18w + 3
+    np.testing.assert_array_equal(w.grad, [18.0, 36.0])  # nothing half-accumulated
+
+
+def test_backward_through_a_retained_intermediate_is_right():
+    w = Tensor([1.0, 2.0], requires_grad=True)
+    h = w * 3
+    (h * h).sum().backward(retain_graph=True)
+    h.sum().backward()
+    np.testing.assert_array_equal(w.grad, [21.0, 39.0])  # 18w + 3
+
+
+def test_a_detached_released_intermediate_is_a_constant():
+    w = Tensor([1.0, 2.0], requires_grad=True)
+    h = w * 3
+    (h * h).sum().backward()
+    (h.detach() * w).sum().backward()
+    np.testing.assert_array_equal(w.grad, [18.0 + 3.0, 36.0 + 6.0])
+
+
+class Transposing(Function):
+    """A wrong op: its backward returns the transpose of the right gradient."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, g):
+        return (g * 2).T
+
+
+class Broadcasting(Function):
+    """A right op that returns a broadcast-shaped gradient: (4, 2, 3) for a (2, 3) input."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, g):
+        return np.broadcast_to(g * 2 / 4, (4,) + g.shape)
+
+
+def test_a_gradient_of_the_wrong_shape_is_refused_naming_op_and_shapes():
+    x = Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"Transposing.backward returned a gradient of shape \(3, 2\) for input 0 "
+                                           r"of shape \(2, 3\)"):
+        Transposing.apply(x).sum().backward()
+    assert x.grad is None
+
+
+def test_a_broadcast_shaped_gradient_is_summed_back():
+    x = Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    Broadcasting.apply(x).sum().backward()
+    np.testing.assert_allclose(x.grad, np.full((2, 3), 2.0))
+
+
+class DoubleInPlace(Function):
+    """y = 2x with a backward that edits the gradient it was given (a bug)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, g):
+        g *= 2
+        return g
+
+
+def test_a_backward_cannot_write_into_a_shared_gradient():
+    a, b = Tensor([1.0, 2.0], requires_grad=True), Tensor([1.0, 1.0], requires_grad=True)
+    y = DoubleInPlace.apply(a) + b * 1.0         # add passes one gradient array to both inputs
+    with pytest.raises(RuntimeError, match="DoubleInPlace.backward wrote into the gradient it was given"):
+        y.sum().backward()
+
+
+def test_the_users_seed_gradient_is_not_made_read_only():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    seed = np.ones(2, np.float32)
+    (x * 2).backward(seed)
+    seed[0] = 5.0                                # still the user's writable array
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0])
+
+
+def test_leaf_gradients_are_writable_copies():
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    (x + 0).sum().backward()
+    x.grad[0] = 7.0                              # users may edit .grad (optimizers do)
+    assert x.grad.flags.writeable
+
+
+def test_detect_anomaly_catches_an_input_modified_between_forward_and_backward():
+    x = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True, name="x")
+    with tc.detect_anomaly():
+        y = (x * x).sum()
+        x.data[0] = 100.0                        # ops keep references to their inputs, not copies
+        with pytest.raises(RuntimeError, match=r"input 0 \('x'\) of Mul was modified in place"):
+            y.backward()
+
+
+def test_without_detect_anomaly_ops_use_the_arrays_as_they_are_at_backward():
+    x = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    y = (x * x).sum()
+    x.data[0] = 100.0
+    y.backward()                                 # documented: no copy, so the edited value is used
+    np.testing.assert_array_equal(x.grad, [200.0, 4.0, 6.0])
+
+
+def _in_other_thread(fn):
+    import threading
+
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("value", fn()))
+    thread.start()
+    thread.join()
+    return result["value"]
+
+
+def test_no_grad_in_one_thread_does_not_switch_off_recording_in_another():
+    import threading
+
+    x = Tensor([1.0], requires_grad=True)
+    with tc.no_grad():
+        assert not (x * 2).requires_grad
+        assert _in_other_thread(lambda: (x * 2).requires_grad)
+    inside, done = threading.Event(), threading.Event()
+
+    def hold_no_grad():
+        with tc.no_grad():
+            inside.set()
+            done.wait(10)
+
+    other = threading.Thread(target=hold_no_grad)
+    other.start()
+    try:
+        assert inside.wait(10)
+        assert (x * 2).requires_grad             # recorded here while the other thread is in no_grad
+    finally:
+        done.set()
+        other.join()
+
+
+def test_detect_anomaly_and_the_profiler_are_per_thread():
+    def nan_op():
+        with np.errstate(invalid="ignore"):
+            return Tensor([-1.0], requires_grad=True).log().item()
+
+    seen = []
+    with tc.detect_anomaly(), tc.autograd.record_profile(lambda op, *_: seen.append(op.__name__)):
+        with pytest.raises(FloatingPointError):
+            nan_op()
+        assert np.isnan(_in_other_thread(nan_op))  # no anomaly mode there
+    assert seen == ["Log"]                        # the other thread's Log was not recorded here

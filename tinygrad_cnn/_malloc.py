@@ -1,34 +1,50 @@
-"""Keeps freed memory in the process instead of handing it back to the OS after every step.
+"""keep_freed_memory(): an explicit, process-wide speed-up for training loops on Linux/glibc.
 
 A training step allocates and frees the same large temporaries (activations, im2col matrices,
-gradients) every time. glibc returns big blocks to the kernel at once (they are mmap'ed above a
-128 KiB threshold, and the heap top is trimmed above 128 KiB free), so the next step maps them
-again and the kernel zeroes every page on first touch: measured here, about a third of a training
-step went to those page faults. Raising both thresholds lets glibc reuse the memory.
+gradients) every time. glibc hands blocks above 128 KiB back to the kernel as soon as they are
+freed (they are mmap'ed, and the heap top is trimmed above 128 KiB free), so the next step maps
+them again and the kernel zeroes every page on first touch. Raising both thresholds to 1 GiB lets
+glibc reuse the memory instead.
 
-Done once at import on Linux/glibc; set ``TINYGRAD_CNN_MALLOPT=0`` to leave malloc alone.
+The cost: up to 1 GiB of freed memory stays resident in the process, the user's own freed arrays
+included (a freed 100 MiB array stays in RSS until the heap is trimmed). So importing the package
+does not do this; the CLI's ``train`` calls it, and a training script may (docs/performance.md has
+the figures). ``keep_freed_memory(False)`` puts glibc's defaults back and returns the kept memory.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
+
+__all__ = ["keep_freed_memory"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD = 1 << 30      # glibc clamps it to its own maximum (32 MiB on 64-bit)
-_TRIM_THRESHOLD = 1 << 30      # keep up to 1 GiB of free heap before trimming
+_KEEP = 1 << 30            # glibc 2.36 accepts 1 GiB for both thresholds
+_GLIBC_DEFAULT = 128 << 10  # both thresholds' defaults (the mmap one then grows by itself; set, it stays)
 
 
-def keep_freed_memory() -> bool:
-    """Raises glibc's mmap and trim thresholds; returns True when it did."""
-    if os.environ.get("TINYGRAD_CNN_MALLOPT", "1") == "0" or not sys.platform.startswith("linux"):
-        return False
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def keep_freed_memory(enable: bool = True) -> bool:
+    """Keeps up to 1 GiB of freed memory mapped in the process (``enable=False``: glibc's defaults
+    again, and the kept memory returned to the OS). Process-wide; returns False where there is no
+    glibc (macOS, musl), where it does nothing."""
+    libc = _libc()
+    if libc is None:
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+    value = _KEEP if enable else _GLIBC_DEFAULT
+    done = bool(libc.mallopt(_M_MMAP_THRESHOLD, value)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, value))
+    if not enable:
+        libc.malloc_trim(0)
+    return done

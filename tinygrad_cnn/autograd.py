@@ -236,7 +236,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def _read_only(g: np.ndarray) -> np.ndarray:
     """A read-only view of ``g``: a gradient may be shared (add passes one array to both inputs), so
     a backward that edited it in place would corrupt another tensor's gradient. NumPy refuses instead."""
-    view = g.view()
+    view = np.asarray(g).view()  # (0-d arithmetic gives NumPy scalars, which have no flags)
     view.flags.writeable = False
     return view
 
@@ -247,11 +247,16 @@ def _input_grads(node: Node, grad: np.ndarray) -> tuple:
         _check_inputs_unchanged(node)
     grad = _read_only(grad)
     profiler = _profiler.get()
-    if profiler is None:
+    start = time.perf_counter()
+    try:
         grads = node.op.backward(node.ctx, grad)
-    else:
-        start = time.perf_counter()
-        grads = node.op.backward(node.ctx, grad)
+    except ValueError as e:
+        if "read-only" not in str(e):
+            raise
+        raise RuntimeError(f"{node.name}.backward wrote into the gradient it was given; that array may be "
+                           f"another tensor's gradient too, so it is read-only: compute a new array "
+                           f"(g = g * 2, not g *= 2)") from e
+    if profiler is not None:
         profiler(node.op, "backward", time.perf_counter() - start, node.ctx)
     grads = grads if isinstance(grads, tuple) else (grads,)
     if len(grads) != len(node.inputs):
