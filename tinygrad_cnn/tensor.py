@@ -5,8 +5,13 @@ NumPy arrays and, when an input needs a gradient, records a node on its output. 
 walks those nodes (see ``autograd.py``).
 
 dtype policy: float64 arrays stay float64 (that is what gradcheck needs); everything else (Python
-numbers and lists, ints, float16, ...) becomes float32 unless ``dtype`` says otherwise. A Python
-number combined with a tensor takes the tensor's dtype, so ``x * 2`` stays float32.
+numbers and lists, ints, float16, ...) becomes float32 unless ``dtype`` says otherwise.
+
+Operators promote as NumPy 2 does, with a Python number "weak" (NEP 50): it adapts to the tensor, so
+``x * 2`` stays float32, an int8 tensor + 3 is int8, and ``(x > 0) * 3`` (bool times int) is int64.
+One exception, from the policy: float64 comes only from float64. Where NumPy would widen narrower
+operands to float64 (an int tensor * 2.5, int / int, an int64 tensor + a float32 tensor), the result
+is float32.
 """
 
 from __future__ import annotations
@@ -60,6 +65,17 @@ class Tensor:
     >>> w.grad
     array([[2., 4.],
            [6., 8.]], dtype=float32)
+
+    It behaves like an ndarray where it looks like one. ``bool(t)`` is the truth value of a
+    one-element tensor and a ValueError otherwise (so ``if x == y:`` on vectors fails loudly); ``len``
+    and iteration go over the first axis and refuse a 0-d tensor; ``np.array(t)`` is a copy and
+    ``np.asarray(t)`` shares ``t.data``. ``+ - * / **`` promote dtypes as NumPy 2 does (a Python
+    number adapts to the tensor: ``(x > 0) * 3`` is int64 ``[0, 3]``, ``x * 2`` stays float32), except
+    that float64 comes only from float64 (an int tensor * 2.5 and int / int give float32):
+
+    >>> m = Tensor([-1.0, 2.0]) > 0
+    >>> (m * 3).data, (m * 0.5).dtype, (Tensor([1, 2], dtype=np.int64) / 2).dtype
+    (array([0, 3]), dtype('float32'), dtype('float32'))
     """
 
     __slots__ = ("data", "grad", "requires_grad", "name", "_node", "_released", "__weakref__")
@@ -97,7 +113,24 @@ class Tensor:
         return None if self._node is None else self._node.name
 
     def __len__(self) -> int:
+        """The size of the first axis, as NumPy; a 0-d tensor has no length (TypeError)."""
+        if self.ndim == 0:
+            raise TypeError("len: len() of a 0-d tensor (shape ()); use .size or .item()")
         return len(self.data)
+
+    def __iter__(self):
+        """``t[0], t[1], ...`` over the first axis (each recorded as an op); a 0-d tensor is not iterable."""
+        if self.ndim == 0:
+            raise TypeError("iter: a 0-d tensor (shape ()) is not iterable; use .item()")
+        return (self[i] for i in range(len(self)))
+
+    def __bool__(self) -> bool:
+        """The truth value of a one-element tensor. Any other size raises ValueError, as in NumPy 2: the
+        truth of ``x == y`` for vectors is ambiguous (all? any?), and an empty tensor has none."""
+        if self.size != 1:
+            raise ValueError(f"bool: the truth value of a tensor with {self.size} elements (shape {self.shape}) "
+                             f"is ambiguous; use .data.any() or .data.all()")
+        return bool(self.data.item())
 
     def __repr__(self) -> str:
         parts = [f"shape={self.shape}", f"dtype={self.dtype}"]
@@ -126,7 +159,13 @@ class Tensor:
         return float(self.data.item())
 
     def __array__(self, dtype=None, copy=None):
-        return self.data if dtype is None else self.data.astype(dtype)
+        """NumPy 2's conversion protocol: ``np.array(t)`` (copy=True) gets a new array, ``np.asarray(t)``
+        (copy=None) gets ``t.data`` itself when ``dtype`` matches, and copy=False raises ValueError when
+        the dtype needs a copy."""
+        if copy is False and dtype is not None and np.dtype(dtype) != self.dtype:
+            raise ValueError(f"__array__: copy=False, but converting the {self.dtype} tensor to "
+                             f"{np.dtype(dtype)} needs a copy")
+        return np.array(self.data, dtype=dtype, copy=copy)
 
     # -- autodiff --------------------------------------------------------------------------------
     def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
@@ -152,21 +191,18 @@ class Tensor:
         autograd.backward(self, grad, retain_graph=retain_graph)
 
     # -- operators -------------------------------------------------------------------------------
-    # Each checks its other operand (a Tensor, an array or a number) and that the shapes broadcast, so
-    # a mistake is reported as "mul: shapes (2, 3) and (4,) do not broadcast", not from inside NumPy.
-    def _operand(self, other: Any, fn: str) -> Tensor:
-        if isinstance(other, Tensor):
-            return other
-        if isinstance(other, (int, float, bool)):  # takes the tensor's dtype, unless that would truncate it
-            return Tensor(other, dtype=self.dtype if self.dtype.kind == "f" or not isinstance(other, float) else None)
-        check_tensor_like(fn, "other", other)
-        return Tensor(other)
-
+    # Each checks its other operand (a Tensor, an array or a number), promotes the dtypes (module
+    # docstring) and checks that the shapes broadcast, so a mistake is reported as "mul: shapes (2, 3)
+    # and (4,) do not broadcast", not from inside NumPy.
     def _binary(self, op: type, fn: str, other: Any, reflected: bool = False) -> Tensor:
-        other = self._operand(other, fn)
+        if not isinstance(other, (Tensor, bool, int, float)):
+            check_tensor_like(fn, "other", other)
+            other = Tensor(other)
         a, b = (other, self) if reflected else (self, other)
+        dtype = _result_dtype(fn, a, b)
+        a, b = _promote(fn, a, dtype), _promote(fn, b, dtype)
         check_broadcast(fn, a.shape, b.shape)
-        _check_integer_arithmetic(fn, a, b)
+        _check_integer_power(fn, a, b)
         return op.apply(a, b)
 
     def __add__(self, other): return self._binary(E.Add, "add", other)
@@ -198,7 +234,14 @@ class Tensor:
     # comparisons give boolean tensors with no gradient; == and != with a non-number give NotImplemented
     # (so Python falls back to identity, as for any two unrelated objects)
     def _compare(self, ufunc, fn: str, other: Any) -> Tensor:
-        other = self._operand(other, fn)
+        if isinstance(other, (bool, int, float)):
+            # NumPy compares a Python number exactly (bool tensor == 5 is False, int8 tensor < 1000 is True);
+            # bools as their 0/1 bytes, as NumPy has no bool-against-2**63 comparison (OverflowError)
+            mine = self.data.view(np.uint8) if self.dtype == np.bool_ else self.data
+            return Tensor(ufunc(mine, other), dtype=bool)
+        if not isinstance(other, Tensor):
+            check_tensor_like(fn, "other", other)
+            other = Tensor(other)
         check_broadcast(fn, self.shape, other.shape)
         return Tensor(ufunc(self.data, other.data), dtype=bool)
 
@@ -248,10 +291,49 @@ class Tensor:
         return movement.flatten(self, start_dim)
 
 
-def _check_integer_arithmetic(fn: str, a: Tensor, b: Tensor) -> None:
-    """The two things NumPy refuses for int/bool tensors (made with ``dtype=``), refused here by name."""
-    if fn == "sub" and a.dtype == b.dtype == np.bool_:
-        raise TypeError("sub: both operands are bool tensors; make one a number dtype first")
+_UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide, "pow": np.power}
+
+
+def _result_dtype(fn: str, a: Any, b: Any) -> np.dtype:
+    """The dtype of ``a <fn> b`` (fn: add, sub, mul, div, pow) for Tensors and Python numbers.
+
+    NumPy 2's promotion, with a Python number weak (NEP 50: it takes the tensor's kind when it can,
+    so float32 * 2.5 is float32, int8 + 3 is int8; else NumPy's default, so bool * 3 is int64), except
+    that float64 comes only from float64: where NumPy would give float64 from narrower operands
+    (int64 * 2.5, int / int, int64 + float32), the result is float32 (the package's dtype policy).
+    Bool - bool raises TypeError, as in NumPy.
+    """
+    own = [x.dtype for x in (a, b) if isinstance(x, Tensor)]
+    if own[0].kind == "f" and own[-1] == own[0]:  # the common case: a float tensor with its like or a number
+        return own[0]
+    dtypes = tuple(x.dtype if isinstance(x, Tensor) else np.dtype(bool) if isinstance(x, bool) else type(x)
+                   for x in (a, b))
+    try:
+        dtype = _UFUNCS[fn].resolve_dtypes(dtypes + (None,))[-1]
+    except TypeError:  # bool - bool, the one mix of real dtypes NumPy refuses
+        raise TypeError(f"{fn}: NumPy has no {fn} for operands of dtype {dtypes[0]} and {dtypes[1]}; "
+                        f"make one a number dtype first") from None
+    if dtype == np.float64 and not any(isinstance(x, Tensor) and x.dtype == np.float64 for x in (a, b)):
+        return np.dtype(np.float32)
+    return dtype
+
+
+def _promote(fn: str, x: Any, dtype: np.dtype) -> Tensor:
+    """Operand ``x`` ready for an op whose result is ``dtype``: a Python number as a 0-d tensor of that
+    dtype; an int or bool tensor cast to a floating ``dtype`` (NumPy alone would give float64 for int64
+    and float32, and they never require grad); any other tensor as it is."""
+    if not isinstance(x, Tensor):
+        try:
+            return Tensor(x, dtype=dtype)
+        except ValueError:  # uint8 tensor + -1, int8 tensor + 1000: NumPy raises OverflowError
+            raise ValueError(f"{fn}: the number {x!r} does not fit in {dtype}, the dtype of the result") from None
+    if dtype.kind == "f" and x.dtype.kind != "f":
+        return Tensor(x.data, dtype=dtype)
+    return x
+
+
+def _check_integer_power(fn: str, a: Tensor, b: Tensor) -> None:
+    """NumPy refuses an integer tensor to a negative integer power; refused here by name."""
     if fn == "pow" and a.dtype.kind in "biu" and b.dtype.kind in "biu" and (b.data < 0).any():
         raise ValueError(f"pow: an integer tensor ({a.dtype}) to a negative integer power; use a float tensor")
 
