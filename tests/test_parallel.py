@@ -104,6 +104,31 @@ def test_import_does_not_keep_freed_memory_resident():
     assert released >= 90 and kept >= 90 and returned >= 90
 
 
+def test_fit_keeps_freed_memory_only_while_it_runs():
+    out = run_python("""
+        import numpy as np, tinygrad_cnn as tc
+        def rss_mib():
+            return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
+        def kept_after_free():
+            before = rss_mib()
+            a = np.ones(100 * 2**20 // 4, np.float32)
+            del a
+            return rss_mib() - before
+        model = tc.models.get("cnn")
+        rng = np.random.default_rng(0)
+        params, state = model.init(rng, image_size=12)
+        x, y = rng.random((16, 1, 12, 12), dtype=np.float32), rng.integers(0, 10, 16)
+        inside = []
+        tc.training.fit(model, params, state, tc.optim.sgd(0.01), (x, y), None, epochs=1, batch_size=16, rng=rng,
+                        on_epoch=lambda *_: inside.append(kept_after_free()))
+        print(inside[0], kept_after_free())
+    """)
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc only")
+    inside, after = map(int, out.split())
+    assert inside >= 90 and after < 10
+
+
 # ---------------------------------------------------------------------------------------------- #
 # 2. BLAS: one thread inside our work, the user's setting outside it
 
