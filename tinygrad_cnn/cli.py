@@ -90,6 +90,31 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="where the MNIST / Fashion-MNIST files are")
     evaluate.set_defaults(func=cmd_evaluate)
 
+    predict = sub.add_parser(
+        "predict", help="classify your own images (PNG, JPEG, .npy) with a run written by train",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print the most probable classes of each IMAGE, with their probabilities, under the model of\n"
+                    "RUN_DIR (eval mode). Each file becomes what the model was trained on:\n\n"
+                    "  pictures (PNG, JPEG or any format Pillow reads; any size, colour or grey, 8 or 16 bit,\n"
+                    "  transparent or not) are turned grey, resized to the model's input by area averaging\n"
+                    "  (28x28 for mnist and fashion-mnist, LxL for ising; a non-square picture is stretched)\n"
+                    "  and scaled like the training data: /255, then (x - mean) / std with the training set's\n"
+                    "  mean and std. MNIST and Fashion-MNIST are white objects on a black background: a\n"
+                    "  picture with a light border (a dark drawing on paper) is inverted, and the output says\n"
+                    "  so (--invert / --no-invert decide instead). For ising, white is spin +1, black -1.\n\n"
+                    "  .npy files hold arrays of the model's input size S: shape (S, S), (N, S, S) or\n"
+                    "  (N, 1, S, S) of raw pixel values 0..255 (like load_mnist's uint8 images; not /255, not\n"
+                    "  standardised), or for ising spins +1/-1 (like tc.data.ising's x). Each of the N arrays\n"
+                    "  is classified; arrays are never resized or inverted.")
+    predict.add_argument("run", metavar="RUN_DIR", help="a run directory written by train, or its params.npz")
+    predict.add_argument("images", metavar="IMAGE", nargs="+", help="pictures (PNG, JPEG, ...) or .npy arrays")
+    predict.add_argument("--top", type=_positive_int, default=3, metavar="K",
+                         help="how many classes to print per image (default 3)")
+    predict.add_argument("--invert", action=argparse.BooleanOptionalAction, default=None,
+                         help="pictures: always / never turn black into white (default for mnist and "
+                              "fashion-mnist: when the picture's border is light)")
+    predict.set_defaults(func=cmd_predict)
+
     graph = sub.add_parser("graph", help="draw one training step of a reference model with Graphviz")
     graph.add_argument("--model", choices=list(MODELS), default="cnn-bn")
     graph.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
@@ -277,6 +302,22 @@ def cmd_evaluate(args) -> int:
         p = tasks.p_ordered(model, saved["params"], saved["state"], task.test[0])
         print(f"critical temperature (P(ordered) = 1/2): {tasks.crossing_temperature(task.test_temperature, p):.4f}"
               f"  exact {tasks.TC:.4f}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- predict
+
+def cmd_predict(args) -> int:
+    from .predict import classify
+    from .runs import checkpoint_path
+
+    meta, predictions = classify(args.run, args.images, invert=args.invert)
+    print(f"{meta['model']} trained on {meta['dataset']} ({checkpoint_path(args.run)}): "
+          f"top {min(args.top, len(predictions[0].ranking))} of {len(predictions[0].ranking)} classes")
+    for prediction in predictions:
+        print(f"{prediction.source} ({prediction.note})")
+        for name, p in prediction.ranking[:args.top]:
+            print(f"  {p:.4f}  {name}")
     return 0
 
 

@@ -27,6 +27,12 @@ from .training import fit, predict_proba
 DATASETS = ("ising", "mnist", "fashion-mnist")
 DEFAULT_MODEL = {"ising": "ising-cnn", "mnist": "cnn-bn", "fashion-mnist": "cnn-bn"}
 IMAGE_LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
+CLASS_NAMES = {  # label k of each data set is called CLASS_NAMES[dataset][k]
+    "ising": ("disordered (T > Tc)", "ordered (T < Tc)"),  # data.ising: label 1 = ordered (T < TC)
+    "mnist": tuple(str(digit) for digit in range(10)),
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+}
 
 
 @dataclass
@@ -118,5 +124,5 @@ def middle_peak(trials: np.ndarray, accuracy: np.ndarray) -> float:
     return float(trials[i] + np.clip(offset, -0.5, 0.5) * step)
 
 
-__all__ = ["DATASETS", "DEFAULT_MODEL", "Task", "prepare", "normalize_images", "p_ordered", "confusion_tc",
-           "middle_peak", "crossing_temperature", "TC"]
+__all__ = ["DATASETS", "DEFAULT_MODEL", "CLASS_NAMES", "Task", "prepare", "normalize_images", "p_ordered",
+           "confusion_tc", "middle_peak", "crossing_temperature", "TC"]
