@@ -225,6 +225,17 @@ def test_npy_refusals(tmp_path, array, meta, message):
     assert str(info.value).startswith(f"{tmp_path / 'bad.npy'}: ") and message in str(info.value)
 
 
+def test_npy_that_is_not_an_array(tmp_path):
+    (tmp_path / "junk.npy").write_bytes(b"junk")
+    with pytest.raises(ValueError, match=r"junk.npy: not a .npy array \(expected a file written by numpy.save, "
+                                         r"found 4 bytes starting b'junk'\)"):
+        predict.load_input(tmp_path / "junk.npy", FASHION)
+    np.save(tmp_path / "whole.npy", np.ones((28, 28)))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "whole.npy").read_bytes()[:60])
+    with pytest.raises(ValueError, match="cut.npy: not a .npy array NumPy can read"):
+        predict.load_input(tmp_path / "cut.npy", FASHION)
+
+
 def test_class_names():
     assert predict.class_names("mnist", 10) == [str(d) for d in range(10)]
     assert predict.class_names("fashion-mnist", 10)[::3] == ["T-shirt/top", "Dress", "Shirt", "Ankle boot"]

@@ -103,6 +103,10 @@ def _read_bytes(path: str) -> bytes:
         raise OSError(f"{path}: cannot read it ({e.strerror or e})") from None
 
 
+def _found(data: bytes) -> str:
+    return f"{len(data)} bytes starting {data[:16]!r}" if data else "an empty file"
+
+
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     """The picture in ``path`` as float32 ``(H, W)`` grey values 0 (black) .. 255 (white) (:func:`to_grey`),
     turned upright by its EXIF orientation (phone photos), and a description such as ``"RGB 300x200"``.
@@ -118,23 +122,23 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
             upright = ImageOps.exif_transpose(image)
             return to_grey(upright), description
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        found = f"{len(data)} bytes starting {data[:16]!r}" if data else "an empty file"
         why = "" if isinstance(e, UnidentifiedImageError) else f": {e}"  # its message names a BytesIO
         raise ValueError(f"{path}: not an image Pillow can read (expected a PNG or JPEG image, or a .npy array; "
-                         f"found {found}{why})") from None
+                         f"found {_found(data)}{why})") from None
 
 
 def to_grey(image: Image.Image) -> np.ndarray:
     """A Pillow image of any mode -> float32 ``(H, W)`` grey values, 0 = black .. 255 = white.
 
-    Colour and palette images: ITU-R 601-2 luma, ``0.299 R + 0.587 G + 0.114 B`` (Pillow's ``"L"``).
+    Colour and palette images: ITU-R 601-2 luma, ``0.299 R + 0.587 G + 0.114 B`` rounded to an integer
+    (Pillow's ``"L"``).
     16-bit grey (``"I;16"``, and ``"I"``): ``value * 255 / 65535``, without rounding to 8 bits.
     Transparency (an alpha channel, or a transparent palette entry or colour): each pixel is blended by
     its opacity over a background that contrasts with the opaque pixels (white behind dark strokes,
     black behind light ones), so a drawing on a transparent canvas stays visible whatever its colour.
 
-    >>> to_grey(Image.new("RGB", (3, 2), (255, 0, 0))).round(3).tolist()
-    [[76.245, 76.245, 76.245], [76.245, 76.245, 76.245]]
+    >>> to_grey(Image.new("RGB", (3, 2), (255, 0, 0))).tolist()          # pure red: 0.299 * 255
+    [[76.0, 76.0, 76.0], [76.0, 76.0, 76.0]]
     """
     if image.mode in _INTEGER_MODES:
         return (np.clip(np.asarray(image, np.float64), 0, 65535) * (255 / 65535)).astype(np.float32)
@@ -187,9 +191,11 @@ def read_npy(path: str | os.PathLike, meta: dict) -> np.ndarray:
     path = os.fspath(path)
     size, ising = input_size(meta), meta["dataset"] == "ising"
     what = "Ising spins +1/-1" if ising else "pixel values 0..255"
-    _read_bytes(path)  # the same messages as for pictures when the file is missing or unreadable
+    data = _read_bytes(path)  # the same messages as for pictures when the file is missing or unreadable
+    if not data.startswith((b"\x93NUMPY", b"PK")):  # neither .npy nor .npz (a zip)
+        raise ValueError(f"{path}: not a .npy array (expected a file written by numpy.save, found {_found(data)})")
     try:
-        a = np.load(path, allow_pickle=False)
+        a = np.load(BytesIO(data), allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise ValueError(f"{path}: not a .npy array NumPy can read ({e})") from None
     if not isinstance(a, np.ndarray):
@@ -263,9 +269,9 @@ def classify(run: str | os.PathLike, paths, *, invert: bool | None = None) -> tu
     ``paths`` in eval mode; returns the run's ``meta`` and one :class:`Prediction` per image (an ``.npy``
     file of N arrays gives N). All files are read and checked before the model runs.
 
-    >>> meta, predictions = classify("runs/fashion", ["shoe.jpg"])      # doctest: +SKIP
-    >>> predictions[0].ranking[:2]                                        # doctest: +SKIP
-    [('Sneaker', 0.94...), ('Sandal', 0.04...)]
+    >>> meta, predictions = classify("runs/ising", ["white.png"])   # doctest: +SKIP
+    >>> predictions[0].ranking                                        # doctest: +SKIP
+    [('ordered (T < Tc)', 0.9986257553100586), ('disordered (T > Tc)', 0.0013742513256147504)]
     """
     saved = load_run(run)
     meta = _check_meta(saved["meta"], checkpoint_path(run))
