@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 
 import numpy as np
 from hypothesis import given, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 import tinygrad_cnn as tc
 from tinygrad_cnn.testing import arrays
@@ -75,8 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     print("softplus", x.tolist(), "=", np.round(softplus(x).data, 4).tolist())
     print("gradcheck:", tc.gradcheck(softplus, x))
 
-    # 2. The same and more, for every array Hypothesis tries (a failure raises with the smallest example)
-    settings(max_examples=args.examples, deadline=None, derandomize=True)(check_softplus)()
+    # 2. The same and more, for every array Hypothesis tries (a failure raises with the smallest example).
+    # A script should leave no files behind: database=None keeps no failing examples, and the caches
+    # Hypothesis writes anyway (constants it reads from this source) go to a throw-away directory
+    # instead of ./.hypothesis.
+    with tempfile.TemporaryDirectory(prefix="hypothesis-") as scratch:
+        set_hypothesis_home_dir(scratch)
+        try:
+            settings(max_examples=args.examples, deadline=None, derandomize=True, database=None)(check_softplus)()
+        finally:
+            set_hypothesis_home_dir(None)
     print(f"Hypothesis: the properties hold on {args.examples} random arrays")
 
     # 3. Use it: a small network learns a circular boundary
