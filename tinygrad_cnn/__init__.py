@@ -5,6 +5,7 @@ from ._malloc import keep_freed_memory
 from .autograd import Function, detect_anomaly, no_grad
 from .gradcheck import GradcheckError, gradcheck
 from .io import load, save
+from .jit import jit
 from .ops.conv import conv2d
 from .ops.elementwise import relu, sigmoid, tanh
 from .ops.linalg import linear, matmul
@@ -22,7 +23,7 @@ __all__ = [
     "Tensor", "Function", "no_grad", "detect_anomaly", "value_and_grad", "grad", "gradcheck", "GradcheckError",
     "conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "flatten", "matmul", "linear",
     "relu", "sigmoid", "tanh", "softmax", "log_softmax", "cross_entropy", "dropout",
-    "draw_graph", "save", "load", "keep_freed_memory", "init", "optim", "data", "models", "training", "viz",
+    "jit", "draw_graph", "save", "load", "keep_freed_memory", "init", "optim", "data", "models", "training", "viz",
     # and "testing", imported on first use (it needs Hypothesis)
 ]
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from .parallel import blas_single_threaded
 
-__all__ = ["Function", "Context", "Node", "no_grad", "is_grad_enabled", "backward", "record_profile",
+__all__ = ["Function", "Context", "Node", "TraceError", "no_grad", "is_grad_enabled", "backward", "record_profile",
            "detect_anomaly"]
 
 # Modes are per thread (and per asyncio task): another thread's no_grad is not yours. A new thread
@@ -38,6 +38,18 @@ __all__ = ["Function", "Context", "Node", "no_grad", "is_grad_enabled", "backwar
 _grad_enabled: ContextVar[bool] = ContextVar("tinygrad_cnn_grad_enabled", default=True)
 _detect_anomaly: ContextVar[bool] = ContextVar("tinygrad_cnn_detect_anomaly", default=False)
 _profiler: ContextVar[Callable | None] = ContextVar("tinygrad_cnn_profiler", default=None)
+_tape: ContextVar[Any] = ContextVar("tinygrad_cnn_tape", default=None)  # a jit.Tape while jit traces
+
+
+class TraceError(RuntimeError):
+    """A jitted function did something during its trace that a replay could not repeat (see jit.py)."""
+
+
+def refuse_in_trace(what: str) -> None:
+    """Raises TraceError while jit traces: ``what`` turns a traced tensor into a Python value."""
+    if _tape.get() is not None:
+        raise TraceError(f"jit: {what} inside a jitted function turns a traced value into a Python value, "
+                         f"which a replay cannot follow; return the tensor instead and convert it outside")
 
 
 @contextlib.contextmanager
@@ -169,6 +181,9 @@ class Function:
             _check_finite(cls, "forward output", out)
             if record:
                 ctx._anomaly_inputs = tuple(a.copy() if isinstance(a, np.ndarray) else None for a in arrays)
+        tape = _tape.get()
+        if tape is not None:
+            tape.forward(cls, ctx, arrays, kwargs, out)
         if record:
             return Tensor._from_op(out, Node(cls, ctx, tensors, kwargs))
         return Tensor._from_op(out, None)
@@ -245,6 +260,7 @@ def _input_grads(node: Node, grad: np.ndarray) -> tuple:
     anomaly = _detect_anomaly.get()
     if anomaly and hasattr(node.ctx, "_anomaly_inputs"):
         _check_inputs_unchanged(node)
+    tape, given = _tape.get(), grad
     grad = _read_only(grad)
     profiler = _profiler.get()
     start = time.perf_counter()
@@ -265,6 +281,8 @@ def _input_grads(node: Node, grad: np.ndarray) -> tuple:
     if anomaly:
         for i, gi in enumerate(grads):
             _check_finite(node.op, f"backward gradient for input {i}", gi)
+    if tape is not None:
+        tape.backward(node.op.backward, node.ctx, given, grads)
     return grads
 
 
@@ -296,29 +314,40 @@ def _backward(root, grad: np.ndarray, retain_graph: bool) -> None:
             continue
         if node is None or retain_graph:
             # a fresh array: a gradient passed on unchanged (by add, say) may be shared by two tensors
-            tensor.grad = np.array(g) if tensor.grad is None else tensor.grad + g
+            tensor.grad = _step(np.array, g) if tensor.grad is None else _step(np.add, tensor.grad, g)
         if node is None:
             continue
         for i, (parent, pg) in enumerate(zip(node.inputs, _input_grads(node, g))):
             if pg is None or not parent.requires_grad:
                 continue
-            pg = _unbroadcast_from(node, i, np.asarray(pg), parent.shape)
-            if pg.dtype != parent.dtype:
-                pg = pg.astype(parent.dtype)
+            pg = _step(_as_gradient_of, pg, parent.shape, parent.dtype, node.name, i)
             key = id(parent)
-            grads[key] = pg if key not in grads else grads[key] + pg
+            grads[key] = pg if key not in grads else _step(np.add, grads[key], pg)
         if not retain_graph:
             tensor._node = None  # releases the op's saved arrays and its hold on the inputs
             tensor._released = True
 
 
-def _unbroadcast_from(node: Node, i: int, pg: np.ndarray, shape: tuple) -> np.ndarray:
+def _as_gradient_of(pg, shape: tuple, dtype: np.dtype, op_name: str, i: int) -> np.ndarray:
+    """An op's gradient ``pg`` for its input ``i`` summed back to the input's ``shape`` and cast to its
+    ``dtype``; RuntimeError naming the op when the shape is not the input's, broadcast."""
+    pg = np.asarray(pg)
     try:
-        return unbroadcast(pg, shape)
+        pg = unbroadcast(pg, shape)
     except ValueError:
-        raise RuntimeError(f"{node.name}.backward returned a gradient of shape {pg.shape} for input {i} of "
+        raise RuntimeError(f"{op_name}.backward returned a gradient of shape {pg.shape} for input {i} of "
                            f"shape {shape}; a gradient must have its input's shape (or a shape it "
                            f"broadcasts to)") from None
+    return pg if pg.dtype == dtype else pg.astype(dtype)
+
+
+def _step(fn: Callable, *args):
+    """``fn(*args)``, recorded when jit is tracing (an array the engine makes between ops)."""
+    out = fn(*args)
+    tape = _tape.get()
+    if tape is not None and out is not args[0]:
+        tape.call(fn, args, out)
+    return out
 
 
 def _describe(tensor) -> str:

@@ -32,6 +32,9 @@ class TreeDef:
         return (isinstance(other, TreeDef) and self.kind == other.kind and self.keys == other.keys
                 and self.children == other.children)
 
+    def __hash__(self) -> int:  # jit caches plans by structure
+        return hash((self.kind, self.keys, self.children))
+
     def __repr__(self) -> str:
         if self.kind == "leaf":
             return "*"

@@ -130,6 +130,7 @@ class Tensor:
         if self.size != 1:
             raise ValueError(f"bool: the truth value of a tensor with {self.size} elements (shape {self.shape}) "
                              f"is ambiguous; use .data.any() or .data.all()")
+        autograd.refuse_in_trace("bool(tensor) (an if or while on a tensor)")
         return bool(self.data.item())
 
     def __repr__(self) -> str:
@@ -150,12 +151,14 @@ class Tensor:
         return Tensor(self.data, dtype=self.dtype)
 
     def numpy(self) -> np.ndarray:
+        autograd.refuse_in_trace(".numpy()")
         return self.data
 
     def item(self) -> float:
         """The value of a one-element tensor as a Python float."""
         if self.size != 1:
             raise ValueError(f"item: only a one-element tensor converts to a Python number, shape is {self.shape}")
+        autograd.refuse_in_trace(".item()")
         return float(self.data.item())
 
     def __array__(self, dtype=None, copy=None):

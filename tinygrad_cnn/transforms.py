@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .autograd import _tape
 from .checks import check_int, check_tensor_like
 from .parallel import blas_single_threaded
 from .pytree import tree_flatten, tree_paths, tree_unflatten
@@ -86,7 +87,10 @@ def value_and_grad(f: Callable, argnums: int | tuple[int, ...] = 0, has_aux: boo
         grads = tuple(tree_unflatten(td, [t.grad if t.grad is not None else np.zeros_like(t.data) for t in ts])
                       for td, ts in trees)
         grads = grads if isinstance(argnums, (tuple, list)) else grads[0]
-        result = float(value.item())
+        result = float(value.data.item())
+        tape = _tape.get()
+        if tape is not None:  # jit: the float returned is the loss array's value
+            tape.scalar(value.data, result)
         return ((result, aux) if has_aux else result), grads
 
     wrapped.__name__ = f"value_and_grad({getattr(f, '__name__', 'f')})"

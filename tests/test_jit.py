@@ -1,0 +1,157 @@
+"""tc.jit: a traced and replayed function gives the bits eager gives, refuses what it cannot replay,
+retraces visibly, and never writes into what it returned before or into its inputs."""
+
+import copy
+import importlib
+import warnings
+
+import numpy as np
+import pytest
+
+import tinygrad_cnn as tc
+from tinygrad_cnn.autograd import TraceError
+from tinygrad_cnn.pytree import tree_leaves
+
+jit_module = importlib.import_module("tinygrad_cnn.jit")  # tc.jit is the function
+
+INPUT = {"cnn": (1, 28, 28), "cnn-bn": (1, 28, 28), "ising-cnn": (1, 12, 12)}
+CLASSES = {"cnn": 10, "cnn-bn": 10, "ising-cnn": 2}
+
+
+def batch(rng, name, n=16):
+    x = rng.standard_normal((n, *INPUT[name])).astype(np.float32)
+    return x, rng.integers(0, CLASSES[name], n)
+
+
+def bits_equal(a, b) -> bool:
+    la, lb = tree_leaves(a), tree_leaves(b)
+    return len(la) == len(lb) and all(np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(x, y)
+                                      for x, y in zip(la, lb))
+
+
+@pytest.mark.parametrize("name", list(INPUT))
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_jit_gives_eager_bits_on_every_reference_model(name, dropout):
+    """Data, labels and dropout masks change every call; batch-norm statistics update as eager updates them."""
+    model = tc.models.get(name)
+    rng = np.random.default_rng(0)
+    params, state = model.init(rng, image_size=INPUT[name][-1]) if name != "ising-cnn" else model.init(rng)
+    jit_state, eager_state = state, copy.deepcopy(state)
+
+    def loss(p, x, y, key, st):
+        logits = model.apply(p, x, state=st, training=True, dropout_rate=dropout, rng=key)
+        return tc.cross_entropy(logits, y)
+
+    step = tc.jit(tc.value_and_grad(loss))
+    eager = tc.value_and_grad(loss)
+    jit_key, eager_key = np.random.default_rng(1), np.random.default_rng(1)   # one generator for all calls
+    for _ in range(4):
+        x, y = batch(rng, name)
+        got = step(params, x, y, jit_key, jit_state)
+        want = eager(params, x, y, eager_key, eager_state)
+        assert bits_equal(got, want)
+        assert bits_equal(jit_state, eager_state)
+        params = tc.pytree.tree_map(lambda p, g: p - 0.1 * g, params, got[1])
+    assert step.traces == 1
+
+
+def test_jit_of_a_function_with_aux_and_several_outputs():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 3)).astype(np.float32)
+
+    def f(w, x):
+        logits = tc.linear(x, w)
+        return tc.cross_entropy(logits, np.arange(len(x)) % 3), logits
+
+    vg = tc.value_and_grad(f, has_aux=True)
+    step = tc.jit(lambda w, x: (lambda out: (out[0][0], out[0][1].data, out[1]))(vg(w, x)))
+    for _ in range(3):
+        x = rng.standard_normal((6, 4)).astype(np.float32)
+        (value, logits), grads = vg(w, x)
+        got = step(w, x)
+        assert got[0] == value and np.array_equal(got[1], logits.data) and np.array_equal(got[2], grads)
+
+
+def test_what_a_call_returned_is_never_overwritten_and_inputs_are_never_written():
+    model = tc.models.get("cnn")
+    rng = np.random.default_rng(0)
+    params, state = model.init(rng, image_size=12)
+    step = tc.jit(tc.value_and_grad(lambda p, x, y: tc.cross_entropy(model.apply(p, x, state=state), y)))
+    x, y = batch(rng, "cnn", 8)
+    x, y = x[..., :12, :12].copy(), y
+    kept = [step(params, x * (i + 1), y) for i in range(3)]
+    snapshots = copy.deepcopy(kept)
+    params_before, x_before = copy.deepcopy(params), x.copy()
+    for i in range(3):
+        step(params, x * (i + 5), y)
+    assert bits_equal(kept, snapshots)
+    assert bits_equal(params, params_before) and np.array_equal(x, x_before)
+    grads = [tree_leaves(k[1]) for k in kept]
+    assert all(a is not b for a, b in zip(grads[0], grads[1]))
+
+
+def test_an_input_returned_as_it_is_comes_back_as_a_copy():
+    step = tc.jit(lambda x: (x, (tc.Tensor(x) * 2).data))
+    x = np.ones(3, np.float32)
+    for _ in range(2):
+        same, double = step(x)
+        assert np.array_equal(same, x) and same is not x and np.array_equal(double, 2 * x)
+
+
+@pytest.mark.parametrize("convert", [lambda t: t.item(), lambda t: bool(t.sum() > 0), lambda t: t.numpy()],
+                         ids=["item", "bool", "numpy"])
+def test_turning_a_tensor_into_a_python_value_is_refused_during_the_trace(convert):
+    def f(w):
+        t = (tc.Tensor(w) * 2).sum()
+        convert(t)
+        return (t * 1).data
+
+    with pytest.raises(TraceError, match="jit: .* inside a jitted function"):
+        tc.jit(f)(np.ones(3, np.float32))
+    assert convert((tc.Tensor(np.ones(3)) * 2).sum()) is not None  # fine outside a trace
+
+
+def test_numpy_code_on_an_input_outside_the_ops_is_caught_at_the_first_replay():
+    def f(w, x):
+        scaled = x / 255.0                        # NumPy on a raw input: frozen at trace time
+        return tc.value_and_grad(lambda w: (tc.Tensor(scaled) * w).sum())(w)
+
+    step = tc.jit(f)
+    w = np.ones(3, np.float32)
+    step(w, np.full(3, 255.0, np.float32))
+    with pytest.raises(TraceError, match="differs from running fn eagerly"):
+        step(w, np.full(3, 510.0, np.float32))
+
+
+def test_retracing_is_counted_cached_and_warned_about(monkeypatch):
+    step = tc.jit(tc.value_and_grad(lambda w, x: (tc.Tensor(x) * w).sum()))
+    w = np.ones(3, np.float32)
+    for n in (4, 5, 4, 5, 4):
+        step(w, np.ones((n, 3), np.float32))
+    assert step.traces == 2                       # one per batch size, then from the cache
+    monkeypatch.setattr(jit_module, "RETRACE_WARNING", 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for n in (6, 7):
+            step(w, np.ones((n, 3), np.float32))
+    assert step.traces == 4
+    assert len(caught) == 1 and "has traced 4 times" in str(caught[0].message)
+
+
+def test_static_argnums_select_the_plan():
+    def f(w, x, training):
+        y = tc.dropout(tc.Tensor(x) * w, 0.5, training=training, rng=np.random.default_rng(0))
+        return tc.value_and_grad(lambda w: (tc.Tensor(x) * w).sum())(w), y.data
+
+    step = tc.jit(f, static_argnums=2)
+    w, x = np.ones(4, np.float32), np.ones(4, np.float32)
+    (_, _), y_train = step(w, x, True)
+    (_, _), y_eval = step(w, x, False)
+    assert step.traces == 2 and np.array_equal(y_eval, x) and not np.array_equal(y_train, x)
+    with pytest.raises(TypeError, match="static_argnums must be an int or a tuple of ints"):
+        tc.jit(f, static_argnums="2")
+
+
+def test_returning_a_tensor_is_refused():
+    with pytest.raises(TraceError, match="returned a Tensor"):
+        tc.jit(lambda x: tc.Tensor(x) * 2)(np.ones(2, np.float32))
