@@ -5,11 +5,14 @@ temporary folder, with the Ising data cache (``TINYGRAD_CNN_DATA``) and IPython'
 kernel is ipykernel's own "python3", started with this interpreter: a ``python3`` kernelspec registered
 elsewhere on the machine (another environment's) is never picked up, and none needs registering.
 Cells are found by their ids ("tensor", "conv-grad", ...).
+
+After editing the notebook, save it with fresh outputs: ``python tests/test_notebook.py``.
 """
 
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -171,3 +174,20 @@ def test_the_graph_cell_degrades_without_dot(tmp_path):
     assert printed.startswith("Graphviz's `dot` is not installed"), printed
     assert "digraph {" in printed and "conv/w" in printed and "Conv2d" in printed
     assert "image/svg+xml" not in mime_types(nb.cells[-1])
+
+
+def refresh() -> None:
+    """Executes tour.ipynb as the tests do and saves it with its new outputs (deterministic: seeded, no timings)."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    with tempfile.TemporaryDirectory() as tmp:
+        execute(nb, Path(tmp))
+    for c in nb.cells:
+        for out in c.get("outputs", []):  # "<graphviz.graphs.Digraph at 0x7f...>": an address, new every run
+            if "text/plain" in out.get("data", {}):
+                out.data["text/plain"] = re.sub(r" at 0x[0-9a-f]+", "", out.data["text/plain"])
+    nbformat.write(nb, NOTEBOOK)
+    print(f"wrote {NOTEBOOK}")
+
+
+if __name__ == "__main__":
+    refresh()
