@@ -5,6 +5,7 @@ data preparation for Ising and (tiny, written here) MNIST files, the confusion W
 Nothing reads or writes outside ``tmp_path``: ``$TINYGRAD_CNN_DATA`` points there (the Ising cache).
 """
 
+import functools
 import gzip
 import math
 import os
@@ -12,7 +13,9 @@ import os
 import numpy as np
 import pytest
 
+from tinygrad_cnn import io as tc_io
 from tinygrad_cnn import models, optim, plots, tasks, training
+from tinygrad_cnn.pytree import tree_leaves
 from tinygrad_cnn.data.ising import TC, ising
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -72,7 +75,11 @@ def test_fit_learns_bars():
     assert len(history.train_loss) == len(history.train_accuracy) == len(history.test_accuracy) == 4
     assert history.train_loss[-1] < history.train_loss[0]
     assert history.steps == 4 * 12 and history.seconds > 0
-    assert training.accuracy(model, params, *test, state=state) == pytest.approx(history.test_accuracy[-1])
+    assert training.accuracy(model, params, *test, state=state) == history.test_accuracy[-1]  # the same computation
+    # the test loss: the mean cross-entropy of the test set in eval mode, after each epoch
+    assert len(history.test_loss) == 4 and history.test_loss[-1] < history.test_loss[0]
+    p = training.predict_proba(model, params, test[0], state=state).astype(np.float64)
+    assert history.test_loss[-1] == pytest.approx(-np.mean(np.log(p[np.arange(len(p)), test[1]])), rel=1e-4)
 
 
 def test_fit_returns_new_params_and_updates_state_in_place():
@@ -107,6 +114,105 @@ def test_fit_progress_wrapper_gets_postfix():
     training.fit(model, params, state, optim.adam(1e-3), bars(20, rng), None, epochs=2, batch_size=8, rng=rng,
                  progress=Bar)
     assert calls == [(0, ["acc", "loss"])] * 3 + [(1, ["acc", "loss"])] * 3
+
+
+# ---------------------------------------------------------------------------------------------- interrupt, resume
+
+def interrupting(model, after):
+    """``model`` whose training-mode forward pass number ``after + 1`` raises KeyboardInterrupt once it has run
+    (batch-norm statistics updated, dropout drawn): Ctrl-C in the middle of a step."""
+    calls = [0]
+
+    def apply(params, x, **kw):
+        logits = model.apply(params, x, **kw)
+        if kw.get("training"):
+            calls[0] += 1
+            if calls[0] == after + 1:
+                raise KeyboardInterrupt
+        return logits
+
+    return models.Model(model.name, model.init, apply, model.description)
+
+
+def resumable_run(model, checkpoint=None, **kw):
+    """fit on bars with everything that draws from the generator or carries state: batch norm, dropout,
+    augmentation, Adam with a cosine schedule; 40 samples in batches of 8 = 5 steps per epoch, 3 epochs.
+    With ``checkpoint`` (an ``Interrupted.checkpoint``), continues it."""
+    rng = np.random.default_rng(7)
+    train, test = bars(40, rng), bars(16, rng)
+    params, state = small_cnn().init(np.random.default_rng(8))
+    if checkpoint is not None:
+        params, state = checkpoint["params"], checkpoint["state"]
+        kw.update(opt_state=checkpoint["opt_state"], resume=checkpoint["resume"])
+    optimizer = optim.adam(optim.cosine_decay(1e-2, 15))
+    augment = functools.partial(training.random_shift_flip, shift=1)
+    return training.fit(model, params, state, optimizer, train, test, epochs=3, batch_size=8, rng=rng,
+                        augment=augment, dropout_rate=0.3, **kw)
+
+
+def assert_same_run(a, b):
+    (params_a, state_a, history_a), (params_b, state_b, history_b) = a, b
+    for x, y in zip(tree_leaves((params_a, state_a)), tree_leaves((params_b, state_b)), strict=True):
+        assert x.dtype == y.dtype and np.array_equal(x, y)  # bit for bit
+    history_a.seconds = history_b.seconds = 0
+    assert history_a == history_b
+
+
+@pytest.mark.parametrize("after", [0, 2, 5, 7, 14])  # steps done: none, mid-epoch, epoch boundaries, the last one
+def test_fit_resumes_bit_for_bit_after_an_interrupt(tmp_path, after):
+    whole = resumable_run(small_cnn())
+    with pytest.raises(training.Interrupted) as info:
+        resumable_run(interrupting(small_cnn(), after))
+    assert isinstance(info.value, KeyboardInterrupt)
+    checkpoint = info.value.checkpoint
+    at = checkpoint["resume"]
+    assert (at["epoch"], at["step"], checkpoint["opt_state"]["step"]) == (after // 5, after % 5, after)
+    assert len(at["history"]["train_loss"]) == after // 5 and at["history"]["steps"] == after
+
+    tc_io.save(tmp_path / "resume.npz", checkpoint)  # what the CLI writes; read back, nothing is lost
+    c = tc_io.load(tmp_path / "resume.npz")
+    assert_same_run(resumable_run(small_cnn(), c), whole)
+    if after:  # the comparison tells runs apart: without resume= the checkpoint is trained for 3 more epochs
+        with pytest.raises(AssertionError):
+            assert_same_run(resumable_run(small_cnn(), {**tc_io.load(tmp_path / "resume.npz"), "resume": None}), whole)
+
+
+def test_fit_resumes_after_two_interrupts_and_one_in_on_epoch():
+    whole = resumable_run(small_cnn())
+    with pytest.raises(training.Interrupted) as info:
+        resumable_run(interrupting(small_cnn(), 3))
+    c = info.value.checkpoint
+
+    def stop_after_first_epoch(epoch, history, params):
+        if epoch == 0:
+            raise KeyboardInterrupt  # while the epoch's results are being saved: that epoch is done again
+    with pytest.raises(training.Interrupted) as info:
+        resumable_run(small_cnn(), c, on_epoch=stop_after_first_epoch)
+    c = info.value.checkpoint
+    assert (c["resume"]["epoch"], c["resume"]["step"]) == (0, 5)
+    assert c["resume"]["history"]["train_loss"] == []  # epoch 1 ended half-way: it is not in the history yet
+    assert_same_run(resumable_run(small_cnn(), c), whole)
+
+
+def test_fit_interrupt_rolls_back_the_batch_norm_state_in_place():
+    def interrupted(model, progress=None):
+        params, state = small_cnn().init(np.random.default_rng(0))
+        rng = np.random.default_rng(1)
+        with pytest.raises(training.Interrupted) as info:
+            training.fit(model, params, state, optim.sgd(0.1), bars(16, rng), None, epochs=1, batch_size=8,
+                         rng=rng, progress=progress)
+        assert info.value.checkpoint["state"] is state  # updated in place, as fit promises
+        return state
+
+    def stop_before_step_2(batches, epoch):
+        yield next(iter(batches))
+        raise KeyboardInterrupt
+
+    mid_step = interrupted(interrupting(small_cnn(), 1))  # step 2's forward pass updated the statistics ...
+    between_steps = interrupted(small_cnn(), stop_before_step_2)
+    for a, b in zip(tree_leaves(mid_step), tree_leaves(between_steps), strict=True):
+        np.testing.assert_array_equal(a, b)  # ... and they were rolled back to those after step 1
+    assert mid_step["conv1"]["mean"].any()
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow, maybe in worker threads
@@ -230,11 +336,14 @@ def test_prepare_ising_splits_by_chain(data_home):
     assert not set(train.chain) & set(test.chain)
 
 
-def test_prepare_ising_limit():
+def test_prepare_ising_limit_caps_the_training_set_only():
+    whole = tasks.prepare("ising", lattice=8, ising_options=TINY_ISING)
     task = tasks.prepare("ising", lattice=8, ising_options=TINY_ISING, limit=20)
     assert len(task.train[1]) == len(task.train_temperature) == 20
-    assert len(task.test[1]) == len(task.test_temperature) == 5
     np.testing.assert_array_equal(task.train[1], task.train_temperature < TC)
+    assert set(map(bytes, task.train[0])) <= set(map(bytes, whole.train[0]))  # a subset of the training side
+    for a, b in zip((*task.test, task.test_temperature), (*whole.test, whole.test_temperature), strict=True):
+        np.testing.assert_array_equal(a, b)  # the whole test split, as evaluate scores it
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
@@ -253,8 +362,9 @@ def test_prepare_images_normalises_with_training_statistics(tmp_path, dataset):
     np.testing.assert_allclose(xb[:, 0], (x_test / 255 - mean) / std, rtol=1e-5, atol=1e-5)  # train's statistics
 
     limited = tasks.prepare(dataset, data_path=str(tmp_path / "idx"), limit=8)
-    assert limited.train[0].shape == (8, 1, 28, 28) and limited.test[0].shape == (2, 1, 28, 28)
+    assert limited.train[0].shape == (8, 1, 28, 28) and limited.test[0].shape == (16, 1, 28, 28)  # all test images
     np.testing.assert_array_equal(limited.train[1], y_train[:8])
+    np.testing.assert_array_equal(limited.test[1], y_test)
 
 
 def test_prepare_errors(tmp_path):
@@ -316,6 +426,29 @@ def test_plot_curves_writes_a_png_atomically(tmp_path):
     assert os.listdir(tmp_path) == ["curves.png"]  # no temporary file left
     plots.plot_curves(training.History(train_loss=[0.5], train_accuracy=[0.7]), str(path))  # no test set; replaces
     assert path.read_bytes()[:8] == PNG and os.listdir(tmp_path) == ["curves.png"]
+
+
+def test_plot_curves_shows_train_and_test_loss_and_accuracy(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    history = training.History(train_loss=[0.9, 0.5, 0.3], train_accuracy=[0.6, 0.8, 0.9],
+                               test_accuracy=[0.55, 0.75, 0.85], test_loss=[1.0, 0.6, 0.45])
+    plots.plot_curves(history, str(tmp_path / "curves.png"), "title")
+    loss, acc = figures[0].axes
+    for ax, train, test in ((loss, history.train_loss, history.test_loss),
+                            (acc, history.train_accuracy, history.test_accuracy)):
+        lines = {line.get_label().split(" ")[0]: line for line in ax.get_lines()}
+        assert set(lines) == {"train", "test"}
+        np.testing.assert_array_equal(lines["train"].get_ydata(), train)
+        np.testing.assert_array_equal(lines["test"].get_ydata(), test)
+        assert ax.get_yscale() == ax.get_xscale() == "linear"
+        assert list(ax.get_xticks()) == [1, 2, 3]  # whole epochs
+        assert len([t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]) >= 4
+    assert loss.get_ylim()[0] == 0
+
+    figures.clear()
+    plots.plot_curves(training.History(train_loss=[0.5], train_accuracy=[0.7]), str(tmp_path / "c.png"))
+    assert [len(ax.get_lines()) for ax in figures[0].axes] == [1, 1] and list(figures[0].axes[0].get_xticks()) == [1]
 
 
 @pytest.mark.parametrize("with_confusion", [False, True])

@@ -2,7 +2,8 @@
 
     python -m tinygrad_cnn train                            # Ising CNN, finds Tc; no download needed
     python -m tinygrad_cnn train --dataset fashion-mnist --epochs 15
-    python -m tinygrad_cnn evaluate --params runs/<time>/params.npz
+    python -m tinygrad_cnn evaluate runs/<time>                # the run directory train wrote (it prints this)
+    python -m tinygrad_cnn train --resume runs/<time>          # continue a run stopped by Ctrl-C
     python -m tinygrad_cnn graph --model cnn-bn --out cnn.svg
 """
 
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -53,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a CNN and write params, metrics and plots",
                            description="Train a reference CNN. Writes params.npz, metrics.json, curves.png "
-                                       "(and phase.png for ising) into --out.")
+                                       "(and phase.png for ising) into --out. Ctrl-C stops it cleanly: it saves "
+                                       "the training state as resume.npz in the run directory, prints the "
+                                       "command that continues it (--resume) and exits with status 130.")
     train.add_argument("--dataset", choices=DATASETS, default="ising",
                        help="ising (generated here, no download; default), mnist or fashion-mnist")
     train.add_argument("--model", choices=list(MODELS), help="default: ising-cnn for ising, else cnn-bn")
@@ -76,16 +81,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", help="output directory (default: a fresh runs/<timestamp>)")
     train.add_argument("--data", help="where the MNIST / Fashion-MNIST files are (see docs/data.md)")
-    train.add_argument("--limit", type=_positive_int, help="use only this many training samples (quick runs)")
+    train.add_argument("--limit", type=_positive_int, metavar="N",
+                       help="quick runs: train on only N training samples (the first N images; N random ising "
+                            "configurations). The test set is always the whole test split, as evaluate scores it")
     train.add_argument("--lattice", type=int, default=24, help="Ising lattice size L (default 24)")
     train.add_argument("--tc-method", choices=("crossing", "confusion"), default="crossing",
                        help="crossing: where P(ordered) crosses 1/2; confusion: also learning by confusion, "
                             "which does not use the exact Tc")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue the run in RUN_DIR that Ctrl-C interrupted, with the options it was started "
+                            "with, to the same result as if it had not been interrupted")
     train.set_defaults(func=cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="print the test accuracy of saved params")
-    evaluate.add_argument("--params", required=True, help="a params.npz written by train")
+    evaluate = sub.add_parser("evaluate", help="print the test accuracy of a trained run",
+                              description="Print the test accuracy of a run written by train (on the whole test "
+                                          "split, the one train reports), and for ising the critical temperature.")
+    evaluate.add_argument("run", nargs="?", metavar="RUN_DIR",
+                          help="the run directory train wrote (runs/<timestamp>, or its --out), or its params.npz")
+    evaluate.add_argument("--params", metavar="RUN_DIR", help="the same, as an option")
     evaluate.add_argument("--dataset", choices=DATASETS, help="default: the one the params were trained on")
     evaluate.add_argument("--data", help="where the MNIST / Fashion-MNIST files are")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -116,9 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=cmd_predict)
 
     graph = sub.add_parser("graph", help="draw one training step of a reference model with Graphviz")
-    graph.add_argument("--model", choices=list(MODELS), default="cnn-bn")
+    graph.add_argument("--model", choices=list(MODELS),
+                       help="the model drawn. Default: ising-cnn on 24x24 Ising lattices, the model train trains "
+                            "by default; cnn and cnn-bn take 28x28 images")
     graph.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
-                       help="with or without batch norm (cnn / cnn-bn; overrides --model's choice)")
+                       help="draw cnn-bn / cnn (with or without batch norm; overrides --model's cnn or cnn-bn)")
     graph.add_argument("--batch", type=_positive_int, default=8, help="batch size of the step drawn (default 8)")
     graph.add_argument("--grads", action="store_true", help="annotate each node with its gradient norm")
     graph.add_argument("--profile", action="store_true", help="annotate each op with its time and memory")
@@ -162,13 +178,22 @@ def _optimizer(args, lr: float, steps: int, weight_decay: float):
     return optim.adam(schedule, weight_decay=weight_decay)
 
 
-def _progress(args, epochs: int):
+def _progress(args, epochs: int, per_epoch: int, resumed_at: tuple[int, int] | None = None):
+    """tqdm bars on stderr (None with --no-progress): ``per_epoch`` batches each, so they show the
+    percentage and the time left; the epoch a resumed run starts in begins at its completed steps."""
     if args.no_progress:
         return None
     from tqdm import tqdm
 
-    return lambda it, epoch: tqdm(it, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=True,
-                                  dynamic_ncols=True, file=sys.stderr)
+    def bar(it, epoch):
+        done = resumed_at[1] if resumed_at is not None and epoch == resumed_at[0] else 0
+        return tqdm(it, desc=f"epoch {epoch + 1}/{epochs}", total=per_epoch, initial=done, unit="batch",
+                    leave=True, dynamic_ncols=True, file=sys.stderr)
+    return bar
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def _json_safe(value):
@@ -189,7 +214,81 @@ def _write_json(path: str, data: dict) -> None:
         json.dump(_json_safe(data), f, indent=2, allow_nan=False)
 
 
+@contextlib.contextmanager
+def _data_flag():
+    """Missing MNIST / Fashion-MNIST files explained in command-line terms: ``--data DIR``, not ``path=``."""
+    from .data.mnist import DataNotFound
+
+    try:
+        yield
+    except DataNotFound as e:
+        raise FileNotFoundError(e.message("--data")) from None
+
+
+def _command(*words: str) -> str:
+    return " ".join(["python -m tinygrad_cnn", *map(shlex.quote, words)])
+
+
+# what a run needs to be continued by --resume (--out is the run directory itself, --no-progress is free)
+TRAIN_OPTIONS = ("dataset", "model", "epochs", "batch_size", "lr", "optimizer", "momentum", "schedule", "weight_decay",
+                 "dropout", "augment", "shift", "flip", "seed", "data", "limit", "lattice", "tc_method")
+
+
+def _resumed_args(args, stored: dict) -> argparse.Namespace:
+    """The options the interrupted run was started with; flags given along with --resume must agree
+    with them (except --data, which may point to where the files are now)."""
+    defaults = build_parser().parse_args(["train"])
+    for key, value in stored.items():
+        given = getattr(args, key)
+        if key != "data" and given != getattr(defaults, key) and given != value:
+            raise ValueError(f"--resume continues {args.resume} with the options it was started with, and "
+                             f"--{key.replace('_', '-')} {given} is not one of them (the run has {value}); "
+                             f"leave it out, or start a new run without --resume")
+    if args.out is not None and os.path.abspath(args.out) != os.path.abspath(args.resume):
+        raise ValueError(f"--resume writes into {args.resume} itself; leave out --out")
+    return argparse.Namespace(**{**vars(args), **stored, "out": args.resume, "data": args.data or stored["data"]})
+
+
+def _interrupt_hook(model):
+    """For tests: ``TINYGRAD_CNN_INTERRUPT_AFTER_STEPS=k`` interrupts this process in the middle of its step
+    ``k + 1`` (after the forward pass, which updated the batch-norm statistics and drew the dropout
+    masks), as a Ctrl-C at the worst moment would."""
+    after = os.environ.get("TINYGRAD_CNN_INTERRUPT_AFTER_STEPS")
+    if not after:
+        return model
+    from .models import Model
+
+    calls = [0]
+
+    def apply(params, x, **kw):
+        logits = model.apply(params, x, **kw)
+        if kw.get("training"):
+            calls[0] += 1
+            if calls[0] > int(after):
+                raise KeyboardInterrupt
+        return logits
+
+    return Model(model.name, model.init, apply, model.description)
+
+
 def cmd_train(args) -> int:
+    from . import runs
+
+    resumed = None
+    if args.resume:
+        resumed = runs.load_resume(args.resume)
+        args = _resumed_args(args, resumed["args"])
+    out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
+    try:
+        return _train(args, out, resumed)
+    except KeyboardInterrupt:  # before the first step, or a second Ctrl-C while the state was being saved
+        print("\ntinygrad-cnn train: interrupted before anything new was saved", file=sys.stderr)
+        if os.path.isfile(os.path.join(out, runs.RESUME)):
+            print(f"resume with: {_command('train', '--resume', out)}", file=sys.stderr)
+        return 130
+
+
+def _train(args, out: str, resumed: dict | None) -> int:
     from . import io, models, plots, tasks, training
     from ._malloc import keep_freed_memory
     from .pytree import tree_leaves, tree_paths
@@ -197,20 +296,30 @@ def cmd_train(args) -> int:
     if os.environ.get("TINYGRAD_CNN_MALLOPT") != "0":
         keep_freed_memory()  # this process is ours: 1.3-1.5x faster steps (docs/performance.md)
     options = _options(args)
+    epochs = options["epochs"]
     model_name = args.model or tasks.DEFAULT_MODEL[args.dataset]
-    out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out, exist_ok=True)
     start = time.perf_counter()
-    task = tasks.prepare(args.dataset, seed=args.seed, data_path=args.data, lattice=args.lattice, limit=args.limit)
-    model = models.get(model_name)
+    with _data_flag():
+        task = tasks.prepare(args.dataset, seed=args.seed, data_path=args.data, lattice=args.lattice,
+                             limit=args.limit)
+    model = _interrupt_hook(models.get(model_name))
     rng = np.random.default_rng(args.seed)
     params, state = model.init(rng)
-    steps = options["epochs"] * -(-len(task.train[1]) // options["batch_size"])
-    optimizer = _optimizer(args, options["lr"], steps, options["weight_decay"])
+    per_epoch = -(-len(task.train[1]) // options["batch_size"])
+    optimizer = _optimizer(args, options["lr"], epochs * per_epoch, options["weight_decay"])
     print(f"training {model_name} on {args.dataset}: {len(task.train[1])} train / {len(task.test[1])} test samples, "
-          f"{sum(p.size for p in _leaves(params)):,} parameters, {options['epochs']} epochs -> {out}")
+          f"{sum(p.size for p in _leaves(params)):,} parameters, {_plural(epochs, 'epoch')} -> {out}")
     meta = {**task.meta, "model": model_name}
     checkpoint_path, saved_epoch = os.path.join(out, "params.npz"), [0]
+    opt_state = position = resumed_at = None
+    if resumed is not None:
+        params, state, opt_state, position = (resumed[k] for k in ("params", "state", "opt_state", "resume"))
+        resumed_at = position["epoch"], position["step"]
+        saved_epoch[0] = len(position["history"]["train_loss"])
+        print(f"resuming from {os.path.join(out, 'resume.npz')}: " + (
+            f"epoch {resumed_at[0] + 1} of {epochs}, after {resumed_at[1]} of its {per_epoch} steps"
+            if resumed_at[0] < epochs else "training is done, the results are written next"))
 
     def checkpoint(epoch, history, current):
         """Saves each completed epoch (atomically), unless its weights are no longer finite: a run that
@@ -221,34 +330,55 @@ def cmd_train(args) -> int:
             raise FloatingPointError(f"the weights became non-finite in epoch {epoch + 1} ({', '.join(bad[:3])})")
         io.save(checkpoint_path, {"params": current, "state": state, "meta": meta})
         saved_epoch[0] = epoch + 1
-        print(f"epoch {epoch + 1}: train loss {history.train_loss[-1]:.4f}, "
+        print(f"epoch {epoch + 1}: train loss {history.train_loss[-1]:.4f}, test loss {history.test_loss[-1]:.4f}, "
               f"test accuracy {history.test_accuracy[-1]:.4f}")
+
+    def interrupted(saved: dict) -> int:
+        """Ctrl-C: the training state goes to resume.npz (atomically), and the way back is printed."""
+        path = os.path.join(out, "resume.npz")
+        io.save(path, {**saved, "meta": meta, "args": {key: getattr(args, key) for key in TRAIN_OPTIONS}})
+        at = saved["resume"]
+        where = (f"in epoch {at['epoch'] + 1} of {epochs} after {at['step']} of its {per_epoch} steps"
+                 if at["epoch"] < epochs else "after training, before the results were written")
+        print(f"\ninterrupted {where}; saved the training state to {path}", file=sys.stderr)
+        print(f"resume with: {_command('train', '--resume', out)}", file=sys.stderr)
+        return 130
 
     augment = None
     if options["augment"]:
         augment = functools.partial(training.random_shift_flip, shift=options["shift"], flip=args.flip)
     try:
         params, state, history = training.fit(
-            model, params, state, optimizer, task.train, task.test, epochs=options["epochs"],
+            model, params, state, optimizer, task.train, task.test, epochs=epochs,
             batch_size=options["batch_size"], rng=rng, augment=augment, dropout_rate=options["dropout"],
-            progress=_progress(args, options["epochs"]), on_epoch=checkpoint)
+            progress=_progress(args, epochs, per_epoch, resumed_at), on_epoch=checkpoint,
+            opt_state=opt_state, resume=position)
+    except training.Interrupted as stop:
+        return interrupted(stop.checkpoint)
     except FloatingPointError as e:  # a NaN/inf loss or weights: say which checkpoint survives
         kept = (f"kept {checkpoint_path} from epoch {saved_epoch[0]}, the last good one" if saved_epoch[0]
                 else "no epoch completed, so no checkpoint was written")
         raise FloatingPointError(f"{e}; {kept}") from e
-    metrics = {"dataset": args.dataset, "model": model_name, "epochs": options["epochs"],
-               "options": {**options, "optimizer": args.optimizer, "schedule": args.schedule, "seed": args.seed,
-                           **({"flip": args.flip} if options["augment"] else {})},
-               "train_loss": history.train_loss, "train_accuracy": history.train_accuracy,
-               "test_accuracy": history.test_accuracy,
-               "final_test_accuracy": history.test_accuracy[-1], "training_seconds": history.seconds,
-               "images_per_second": history.steps * options["batch_size"] / max(history.seconds, 1e-9)}
-    plots.plot_curves(history, os.path.join(out, "curves.png"), f"{model_name} on {args.dataset}")
-    if args.dataset == "ising":
-        _ising_results(args, task, model, params, state, metrics, out)
-    metrics["seconds"] = time.perf_counter() - start
-    _write_json(os.path.join(out, "metrics.json"), metrics)
+    try:
+        metrics = {"dataset": args.dataset, "model": model_name, "epochs": epochs,
+                   "options": {**options, "optimizer": args.optimizer, "schedule": args.schedule, "seed": args.seed,
+                               "limit": args.limit, **({"flip": args.flip} if options["augment"] else {})},
+                   "train_loss": history.train_loss, "train_accuracy": history.train_accuracy,
+                   "test_loss": history.test_loss, "test_accuracy": history.test_accuracy,
+                   "final_test_accuracy": history.test_accuracy[-1], "training_seconds": history.seconds,
+                   "images_per_second": history.steps * options["batch_size"] / max(history.seconds, 1e-9)}
+        plots.plot_curves(history, os.path.join(out, "curves.png"), f"{model_name} on {args.dataset}")
+        if args.dataset == "ising":
+            _ising_results(args, task, model, params, state, metrics, out)
+        metrics["seconds"] = time.perf_counter() - start
+        _write_json(os.path.join(out, "metrics.json"), metrics)
+    except KeyboardInterrupt:  # params.npz is final; keep what is needed to write the results
+        return interrupted({"params": params, "state": state, "opt_state": None,
+                            "resume": {"epoch": epochs, "step": 0, "history": dataclasses.asdict(history)}})
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(out, "resume.npz"))  # the run is complete: nothing left to resume
     print(f"test accuracy {metrics['final_test_accuracy']:.4f} in {metrics['seconds']:.1f} s; wrote {out}")
+    print(f"evaluate with: {_command('evaluate', out)}")
     return 0
 
 
@@ -280,24 +410,32 @@ def _leaves(tree):
 # ---------------------------------------------------------------------------------------------- evaluate
 
 def cmd_evaluate(args) -> int:
-    from . import io, models, tasks, training
+    from . import models, runs, tasks, training
 
-    saved = io.load(args.params)
-    if not isinstance(saved, dict) or not {"params", "state", "meta"} <= set(saved):
-        raise ValueError(f"{args.params} is not a checkpoint written by 'train' (it needs params, state and meta)")
+    if args.run and args.params and args.run != args.params:
+        raise ValueError(f"two runs given ({args.run} and --params {args.params}); give one")
+    run = args.run or args.params
+    if run is None:
+        raise ValueError("which run? give the directory train wrote, e.g. python -m tinygrad_cnn evaluate runs/<time> "
+                         "(train prints the command at its end)")
+    saved = runs.load_run(run)
     meta = saved["meta"]
     dataset = args.dataset or meta["dataset"]
     model = models.get(meta["model"])
     if dataset == "ising":
         task = tasks.prepare("ising", seed=meta.get("seed", 0), lattice=meta.get("lattice", 24),
                              ising_options=meta.get("ising_options") or None)
+        test = task.test
+    elif "mean" in meta:  # the training set's normalisation, as train used it
+        with _data_flag():
+            _, (x_test, y_test) = tasks.IMAGE_LOADERS[dataset](args.data)
+        test = (tasks.normalize_images(x_test, meta["mean"], meta["std"]), y_test.astype(np.int64))
     else:
-        task = tasks.prepare(dataset, data_path=args.data)
-        if "mean" in meta:  # the training set's normalisation, not the one recomputed here
-            (x_train, _), (x_test, y_test) = tasks.IMAGE_LOADERS[dataset](args.data)
-            task.test = (tasks.normalize_images(x_test, meta["mean"], meta["std"]), y_test.astype(np.int64))
-    acc = training.accuracy(model, saved["params"], *task.test, state=saved["state"])
-    print(f"{meta['model']} on {dataset}: test accuracy {acc:.4f} ({len(task.test[1])} samples)")
+        with _data_flag():
+            test = tasks.prepare(dataset, data_path=args.data).test
+    acc = training.accuracy(model, saved["params"], *test, state=saved["state"])
+    print(f"{meta['model']} on {dataset} ({runs.checkpoint_path(run)}): test accuracy {acc:.4f} "
+          f"({len(test[1])} samples)")
     if dataset == "ising":
         p = tasks.p_ordered(model, saved["params"], saved["state"], task.test[0])
         print(f"critical temperature (P(ordered) = 1/2): {tasks.crossing_temperature(task.test_temperature, p):.4f}"
@@ -328,13 +466,16 @@ def cmd_graph(args) -> int:
     from .ops.loss import cross_entropy
 
     name = args.model
-    if args.batch_norm is not None and name in ("cnn", "cnn-bn"):
+    if args.batch_norm is not None and name in (None, "cnn", "cnn-bn"):
         name = "cnn-bn" if args.batch_norm else "cnn"
+    name = name or "ising-cnn"  # what train trains by default
     model = models.get(name)
     rng = np.random.default_rng(0)
     params, state = model.init(rng)
-    shape = (args.batch, 1, 24, 24) if name == "ising-cnn" else (args.batch, 1, 28, 28)
-    x = rng.standard_normal(shape).astype(np.float32)
+    if name == "ising-cnn":  # spins +-1 on train's default 24x24 lattice, two phases
+        x, what = rng.choice(np.array([-1.0, 1.0], np.float32), (args.batch, 1, 24, 24)), "24x24 Ising lattices"
+    else:
+        x, what = rng.standard_normal((args.batch, 1, 28, 28)).astype(np.float32), "28x28 images"
     y = rng.integers(0, 2 if name == "ising-cnn" else 10, args.batch)
     def step():
         loss = cross_entropy(model.apply(viz.param_tensors(params), x, state=state, training=True), y)
@@ -348,5 +489,5 @@ def cmd_graph(args) -> int:
         loss = step()
     graph = viz.draw_graph(loss, show_grads=args.grads, profile=recorder)
     viz.save_graph(graph, args.out)
-    print(f"wrote {args.out}: one training step of {name} (batch {args.batch})")
+    print(f"wrote {args.out}: one training step of {name} (a batch of {args.batch} {what})")
     return 0

@@ -22,16 +22,31 @@ def _save(fig, path: str) -> None:
 
 
 def plot_curves(history, path: str, title: str = "") -> None:
-    """Training loss and train/test accuracy per epoch."""
-    fig, (left, right) = _figure(2, 9)
+    """Two panels per epoch: loss (train and test cross-entropy) and accuracy (train and test), on
+    linear axes with whole-epoch ticks. The training values are means over each epoch's steps, the test
+    values are measured at the epoch's end; a history without test values shows the training curves."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (loss_ax, acc_ax) = _figure(2, 9.5)
     epochs = np.arange(1, len(history.train_loss) + 1)
-    left.plot(epochs, history.train_loss, "o-")
-    left.set(xlabel="epoch", ylabel="training loss (cross-entropy)", yscale="log")
-    right.plot(epochs, history.train_accuracy, "o-", label="train")
-    if history.test_accuracy:
-        right.plot(epochs, history.test_accuracy, "s-", label="test")
-    right.set(xlabel="epoch", ylabel="accuracy")
-    right.legend()
+    test_loss = getattr(history, "test_loss", [])
+    for ax, train, test, name in ((loss_ax, history.train_loss, test_loss, "loss (cross-entropy)"),
+                                  (acc_ax, history.train_accuracy, history.test_accuracy, "accuracy")):
+        ax.plot(epochs, train, "o-", label=f"train (last {train[-1]:.4f})" if len(train) else "train")
+        if len(test):
+            ax.plot(epochs, test, "s-", label=f"test (last {test[-1]:.4f})")
+        ax.set(xlabel="epoch", ylabel=name, title=name.split(" ")[0])
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)  # every epoch
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, max(len(epochs), 1) + 0.5)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    loss_ax.set_ylim(bottom=0)
+    if len(history.train_accuracy):
+        low = min(min(history.train_accuracy), min(history.test_accuracy, default=1.0))
+        acc_ax.set_ylim(max(0.0, low - 0.05), 1.005)
     fig.suptitle(title)
     _save(fig, path)
 

@@ -3,6 +3,7 @@
     runs/20261201-230042/
         params.npz     {"params", "state", "meta"} (tc.io format): the last completed epoch
         metrics.json   what train measured; curves.png, phase.png (ising)
+        resume.npz     only while the run is interrupted: the training state ``train --resume`` continues
 
 ``evaluate`` and ``predict`` accept the run directory or the ``params.npz`` inside it.
 """
@@ -13,9 +14,11 @@ import os
 
 from . import io
 
-__all__ = ["CHECKPOINT", "checkpoint_path", "load_run"]
+__all__ = ["CHECKPOINT", "RESUME", "checkpoint_path", "load_resume", "load_run"]
 
 CHECKPOINT = "params.npz"
+RESUME = "resume.npz"
+RESUME_KEYS = {"params", "state", "opt_state", "resume", "meta", "args"}
 
 
 def checkpoint_path(run: str | os.PathLike) -> str:
@@ -36,4 +39,23 @@ def load_run(run: str | os.PathLike) -> dict:
     saved = io.load(path)
     if not isinstance(saved, dict) or not {"params", "state", "meta"} <= set(saved):
         raise ValueError(f"{path} is not a checkpoint written by 'train' (it needs params, state and meta)")
+    return saved
+
+
+def load_resume(run: str | os.PathLike) -> dict:
+    """The training state an interrupted ``train`` left in the run directory ``run`` (``run/resume.npz``:
+    params, state, opt_state, the position ``resume`` of ``training.Interrupted``, meta and the train
+    options ``args``). ``FileNotFoundError`` saying why there is none; ``ValueError`` for a file that is
+    not one."""
+    run = os.fspath(run)
+    if not os.path.isdir(run):
+        raise FileNotFoundError(f"{run} is not a run directory (--resume takes the directory train wrote into)")
+    path = os.path.join(run, RESUME)
+    if not os.path.isfile(path):
+        done = os.path.isfile(os.path.join(run, "metrics.json"))
+        raise FileNotFoundError(f"{run} has no {RESUME}: " + ("the run finished, there is nothing to resume" if done
+                                else "only an interrupted train writes one (Ctrl-C)"))
+    saved = io.load(path)
+    if not isinstance(saved, dict) or not RESUME_KEYS <= set(saved):
+        raise ValueError(f"{path} is not the state of an interrupted train (it needs {', '.join(sorted(RESUME_KEYS))})")
     return saved

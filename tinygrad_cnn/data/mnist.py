@@ -12,7 +12,11 @@ they are looked for, first match wins:
 4. Fashion-MNIST only: ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``);
 5. a download by ``tf.keras.datasets`` when TensorFlow is installed (it fills the Keras cache).
 
-Otherwise ``FileNotFoundError`` lists every place searched and how to get the files.
+Otherwise :class:`DataNotFound` (a ``FileNotFoundError``) lists every place searched and how to get
+the files. Its message names the place argument as Python callers know it (``path=``);
+``e.message(flag)`` words it for a command line (``"--data"``), as ``python -m tinygrad_cnn`` does.
+TensorFlow's C++ start-up logging is silenced for the download (``TF_CPP_MIN_LOG_LEVEL=3`` while it runs,
+unless you set that variable yourself).
 """
 
 import os
@@ -72,14 +76,44 @@ def search_places(name, environ=None, home=None):
     return places
 
 
+class DataNotFound(FileNotFoundError):
+    """MNIST / Fashion-MNIST is not where it was looked for. ``str(e)`` speaks to Python callers
+    (``path=``); ``e.message("--data")`` says the same for a command line whose option is ``--data``."""
+
+    def __init__(self, name, *, path=None, missing="", searched=(), tensorflow=None, failure=None):
+        self.name, self.path, self.missing, self.searched = name, path, missing, list(searched)
+        self.tensorflow, self.failure = tensorflow, failure  # tensorflow: importable; failure: the download's error
+        super().__init__(self.message())
+
+    def message(self, flag=None):
+        """The explanation; ``flag`` (e.g. ``"--data"``) names the command-line option instead of ``path=``."""
+        if self.path is not None and flag:
+            return (f"no {self.name} data at {flag} {self.path}: {self.missing} ({flag} takes a directory holding "
+                    f"the four IDX files or {self.name}.npz, or an .npz file)")
+        if self.path is not None:
+            return f"load_{self.name.replace('-', '_')}: no data at path={str(self.path)!r}: {self.missing}"
+        searched = "\n".join(f"  - {p}" for p in self.searched)
+        if self.tensorflow:
+            why = f"and the TensorFlow download failed ({self.failure})."
+            fetch = "check the network connection and run again (TensorFlow then downloads it into the Keras cache)"
+        else:
+            why = "and TensorFlow is not installed to download it."
+            fetch = "`pip install tensorflow-cpu` (then it is downloaded into the Keras cache)"
+        give = f"pass {flag} DIR" if flag else "pass path=that directory"
+        how = (f"Get the data by one of: {fetch}; "
+               + ("`apt-get install dataset-fashion-mnist`; " if self.name in SYSTEM_DIRS else "")
+               + f"or download the four IDX files ({', '.join(f + '.gz' for f in IDX_FILES)}) into a directory "
+               f"and {give}, or put them in ${ENV_VAR}/{self.name}/.")
+        return f"{self.name} not found. Searched:\n{searched}\n{why}\n{how}"
+
+
 def _load(name, path=None, environ=None, home=None):
     if path is not None:
         check_path(f"load_{name.replace('-', '_')}", "path", path)
         path = Path(path).expanduser()
         data = _read_place(path, name)
         if data is None:
-            raise FileNotFoundError(f"load_{name.replace('-', '_')}: no data at path={str(path)!r}: "
-                                    f"{_what_is_missing(path, name)}")
+            raise DataNotFound(name, path=path, missing=_what_is_missing(path, name))
         return data
     places = search_places(name, environ, home)
     for place in places:
@@ -117,20 +151,20 @@ def _what_is_missing(place, name):
 
 
 def _download(name, places):
-    searched = "\n".join(f"  - {p}" for p in places)
-    how = ("Get the data by one of: `pip install tensorflow-cpu` (then it is downloaded into the Keras cache); "
-           + ("`apt-get install dataset-fashion-mnist`; " if name in SYSTEM_DIRS else "")
-           + f"or download the four IDX files ({', '.join(f + '.gz' for f in IDX_FILES)}) into a directory "
-           f"and pass path=that directory, or put them in ${ENV_VAR}/{name}/.")
+    quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    if quiet:  # no absl / cpu_feature_guard lines before our own message (read by TensorFlow at import)
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     try:
-        import tensorflow as tf
-    except ImportError:
-        raise FileNotFoundError(f"{name} not found. Searched:\n{searched}\nand TensorFlow is not installed "
-                                f"to download it.\n{how}") from None
-    try:
-        train, test = getattr(tf.keras.datasets, TF_MODULES[name]).load_data()
-    except Exception as e:  # no network, server down, ...
-        raise FileNotFoundError(f"{name} not found. Searched:\n{searched}\nand the TensorFlow download failed "
-                                f"({type(e).__name__}: {e}).\n{how}") from e
+        try:
+            import tensorflow as tf
+        except ImportError:
+            raise DataNotFound(name, searched=places, tensorflow=False) from None
+        try:
+            train, test = getattr(tf.keras.datasets, TF_MODULES[name]).load_data()
+        except Exception as e:  # no network, server down, ...
+            raise DataNotFound(name, searched=places, tensorflow=True, failure=f"{type(e).__name__}: {e}") from e
+    finally:
+        if quiet:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
     source = f"tf.keras.datasets.{TF_MODULES[name]}"
     return check_mnist_arrays(*train, f"{source} train"), check_mnist_arrays(*test, f"{source} test")
