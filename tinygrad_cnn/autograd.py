@@ -110,6 +110,22 @@ class Context:
     def save_for_backward(self, *arrays: Any) -> None:
         self.saved_tensors = arrays
 
+    # Large outputs and scratch arrays come from these two, so that a jit replay can hand the same
+    # memory back on the next call (jit.py's memory plan) instead of a fresh allocation. Eagerly they
+    # are np.empty and np.empty_like. Call them on the op's own thread, not inside batch threads.
+    def empty(self, shape: tuple, dtype) -> np.ndarray:
+        """``np.empty(shape, dtype)``."""
+        return self._allocated(np.empty(shape, dtype))
+
+    def empty_like(self, a: np.ndarray, dtype=None) -> np.ndarray:
+        """``np.empty_like(a, dtype)`` (``a``'s memory layout)."""
+        return self._allocated(np.empty_like(a, dtype=dtype))
+
+    def _allocated(self, out: np.ndarray) -> np.ndarray:
+        if _tape.get() is not None:  # jit traces: remember which arrays are this op's own memory
+            self.__dict__.setdefault("allocations", []).append(out)
+        return out
+
 
 class Node:
     """What a tensor made by an op remembers: the op, its context, its input tensors and arguments.

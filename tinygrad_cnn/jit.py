@@ -33,6 +33,7 @@ which replay makes to the arrays passed to that call.
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from typing import Any, Callable, Iterator
 
@@ -128,24 +129,92 @@ def _rebuild(spec, slots):
     return value
 
 
+class Arena:
+    """The memory of one op in a plan: the arrays its ``ctx.empty``/``ctx.empty_like`` calls returned, in
+    call order, handed out again on the next replay. ``fresh`` holds the calls whose array ends up in
+    what the jitted function returns: those are new memory every time."""
+
+    __slots__ = ("buffers", "fresh")
+
+    def __init__(self):
+        self.buffers: list = []
+        self.fresh: set[int] = set()
+
+    def take(self, k: int, shape: tuple, dtype, template: np.ndarray | None) -> np.ndarray:
+        if k in self.fresh:
+            return np.empty(shape, dtype) if template is None else np.empty_like(template, dtype=dtype)
+        if k < len(self.buffers):
+            buffer, strides = self.buffers[k]
+            if buffer.shape == tuple(shape) and buffer.dtype == dtype and strides == (
+                    None if template is None else template.strides):
+                return buffer
+        buffer = np.empty(shape, dtype) if template is None else np.empty_like(template, dtype=dtype)
+        entry = (buffer, None if template is None else template.strides)
+        if k < len(self.buffers):
+            self.buffers[k] = entry
+        else:
+            self.buffers.extend([entry] * (k + 1 - len(self.buffers)))
+        return buffer
+
+
+class PlannedContext(Context):
+    """A replay's Context: ``empty``/``empty_like`` hand out the op's arena instead of new memory."""
+
+    def __init__(self, needs_input_grad: tuple[bool, ...], arena: Arena):
+        super().__init__(needs_input_grad)
+        self._arena, self._calls = arena, 0
+
+    def empty(self, shape: tuple, dtype) -> np.ndarray:
+        self._calls += 1
+        return self._arena.take(self._calls - 1, shape, np.dtype(dtype), None)
+
+    def empty_like(self, a: np.ndarray, dtype=None) -> np.ndarray:
+        self._calls += 1
+        return self._arena.take(self._calls - 1, a.shape, a.dtype if dtype is None else np.dtype(dtype), a)
+
+
 class Plan:
-    """The replayable program of one signature: ``run(inputs) -> outputs`` (a flat list)."""
+    """The replayable program of one signature: ``run(inputs) -> outputs`` (a flat list).
+
+    Memory plan: each op's context hands out the same arrays on every replay (``Arena``), except those
+    that become outputs. One replay at a time uses the arenas; a concurrent call of the same plan (from
+    another thread) runs with plain contexts, allocating as eager does.
+    """
 
     def __init__(self, tape: Tape, outputs: list):
         self.n_slots = len(tape.keep)
         self.n_inputs = tape.n_inputs
         self.constants = tape.constants
+        self.arenas = {ctx_slot: Arena() for kind, _, _, ctx_slot in tape.program if kind == "context"}
+        self._mark_fresh(tape, outputs)
+        self._lock = threading.Lock()
+        self._reusing = threading.local()
         self.steps = [self._compile(instruction) for instruction in tape.program]
         self.outputs = outputs  # ("slot", i) | ("float", i) | ("const", value)
 
-    @staticmethod
-    def _compile(instruction) -> Callable:
+    def _mark_fresh(self, tape: Tape, outputs: list) -> None:
+        """Every allocation an output's memory comes from is made fresh on each replay."""
+        owners = {}
+        for ctx_slot in self.arenas:
+            for k, array in enumerate(getattr(tape.keep[ctx_slot], "allocations", ())):
+                owners[id(array)] = (ctx_slot, k)
+        for kind, index in outputs:
+            if kind != "slot":
+                continue
+            array = tape.keep[index]
+            while isinstance(array, np.ndarray):
+                if id(array) in owners:
+                    ctx_slot, k = owners[id(array)]
+                    self.arenas[ctx_slot].fresh.add(k)
+                array = array.base
+
+    def _compile(self, instruction) -> Callable:
         kind, fn, spec, out = instruction
         if kind == "context":
-            needs = fn
+            needs, arena, reusing = fn, self.arenas[out], self._reusing
 
             def make_context(slots):
-                slots[out] = Context(needs)
+                slots[out] = PlannedContext(needs, arena) if reusing.on else Context(needs)
             return make_context
         if kind == "forward":
             forward, kw = fn
@@ -167,6 +236,15 @@ class Plan:
         return run_one
 
     def run(self, inputs: list) -> list:
+        reuse = self._lock.acquire(blocking=False)
+        self._reusing.on = reuse
+        try:
+            return self._run(inputs)
+        finally:
+            if reuse:
+                self._lock.release()
+
+    def _run(self, inputs: list) -> list:
         slots = [None] * self.n_slots
         slots[:self.n_inputs] = inputs
         for index, value in self.constants.items():

@@ -93,9 +93,9 @@ class Conv2d(Function):
         out_hw = tuple(out_size(size, k, s, 0, d) for size, k, s, d in zip(xp.shape[1:3], (kh, kw), stride, dilation))
         pixels = out_hw[0] * out_hw[1]                                      # output pixels per image
         m, k = n * pixels, kh * kw * c
-        cols = np.empty((k, m), dtype).T if c < _FEW_CHANNELS else np.empty((m, k), dtype)  # (M, K)
+        cols = ctx.empty((k, m), dtype).T if c < _FEW_CHANNELS else ctx.empty((m, k), dtype)  # (M, K)
         wmat = _filters_as_matrix(w).astype(dtype, copy=False)              # (K, F)
-        y = np.empty((m, f), dtype)                                         # (M, F): NHWC rows
+        y = ctx.empty((m, f), dtype)                                        # (M, F): NHWC rows
 
         def kernel(s: slice) -> None:
             for block in _blocks(s, pixels * k * cols.itemsize):
@@ -118,7 +118,7 @@ class Conv2d(Function):
         n, f = g.shape[:2]
         pixels = out_hw[0] * out_hw[1]
         g2 = g.transpose(0, 2, 3, 1).reshape(-1, f)                         # (M, F), free if NHWC
-        dxp = np.empty(padded_shape, g.dtype) if need_x else None  # zeroed slice by slice in the threads
+        dxp = ctx.empty(padded_shape, g.dtype) if need_x else None  # zeroed slice by slice in the threads
         ones = np.ones(n * pixels, g.dtype) if need_b else None
 
         def kernel(s: slice):

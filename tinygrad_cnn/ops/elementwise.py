@@ -165,7 +165,7 @@ class Relu(Function):
 
     @staticmethod
     def forward(ctx, x):
-        y = np.empty_like(x)
+        y = ctx.empty_like(x)
         _over_rows(lambda s: np.maximum(x[s], 0, out=y[s]), x)
         ctx.save_for_backward(y)
         return y
@@ -173,7 +173,7 @@ class Relu(Function):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
-        dx = np.empty_like(g, dtype=np.result_type(g, y))
+        dx = ctx.empty_like(g, dtype=np.result_type(g, y))
         _over_rows(lambda s: np.multiply(g[s], y[s] > 0, out=dx[s]), dx)
         return dx
 

@@ -119,7 +119,7 @@ class Dropout(Function):
 
     @staticmethod
     def forward(ctx, x, *, p, rng):
-        mask = np.empty_like(x)                          # x's memory layout (say channels-last)
+        mask = ctx.empty_like(x)                         # x's memory layout (say channels-last)
         if p == 1.0:
             mask.fill(0)
         else:
@@ -131,7 +131,7 @@ class Dropout(Function):
                 keep = rng.random(flat.size) >= p
             np.multiply(keep, flat.dtype.type(1 / (1 - p)), out=flat)
         ctx.save_for_backward(mask)
-        return x * mask
+        return np.multiply(x, mask, out=ctx.empty_like(x))
 
     @staticmethod
     def backward(ctx, g):

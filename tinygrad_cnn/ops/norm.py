@@ -93,13 +93,14 @@ class _Layout:
         return per_image.sum(axis=0, dtype=np.float64)
 
 
-def _affine(layout: _Layout, x3: np.ndarray, scale: np.ndarray, shift: np.ndarray,
+def _affine(ctx, layout: _Layout, x3: np.ndarray, scale: np.ndarray, shift: np.ndarray,
             g3: np.ndarray | None = None, gscale: np.ndarray | None = None) -> np.ndarray:
-    """out = x*scale + shift (+ g*gscale), per channel, image slices in parallel; (C,) float64 vectors."""
+    """out = x*scale + shift (+ g*gscale), per channel, image slices in parallel; (C,) float64 vectors.
+    ``out`` comes from ``ctx.empty_like`` (jit reuses it)."""
     dtype = x3.dtype
     scale, shift = (v.astype(dtype).reshape(layout.vector) for v in (scale, shift))
     gscale = None if gscale is None else gscale.astype(dtype).reshape(layout.vector)
-    out = np.empty_like(x3)
+    out = ctx.empty_like(x3)
 
     def kernel(s: slice) -> None:
         np.multiply(x3[s], scale, out=out[s])
@@ -119,12 +120,12 @@ def _sums(layout: _Layout, x3: np.ndarray, y3: np.ndarray | None = None) -> np.n
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
-def _centre(layout: _Layout, x3: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _centre(ctx, layout: _Layout, x3: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """xc = x - mean and the per-channel sum of xc^2 (float64), image slices in parallel.
 
     Two passes (the mean first) instead of var = E[x^2] - mean^2: with a mean large against the spread
     (say 1000 +- 1) the one-pass formula cancels away every digit of float32 sums."""
-    xc = np.empty_like(x3)
+    xc = ctx.empty_like(x3)
     shift = mean.astype(x3.dtype).reshape(layout.vector)
 
     def kernel(s: slice) -> np.ndarray:
@@ -146,10 +147,10 @@ class BatchNorm(Function):
         m, layout = _count(x.shape), _Layout(x)
         x3 = layout.view(x)
         mean = _sums(layout, x3) / m                                         # (C,) float64
-        xc, total_sq = _centre(layout, x3, mean)                             # x - mu, sum (x - mu)^2
+        xc, total_sq = _centre(ctx, layout, x3, mean)                             # x - mu, sum (x - mu)^2
         var = total_sq / m                                                   # biased
         inv_std = 1.0 / np.sqrt(var + eps)
-        y3 = _affine(layout, xc, gamma * inv_std, beta.astype(np.float64))
+        y3 = _affine(ctx, layout, xc, gamma * inv_std, beta.astype(np.float64))
         if running_mean is not None:
             running_mean *= 1 - momentum
             running_mean += momentum * mean
@@ -170,7 +171,7 @@ class BatchNorm(Function):
         a = gamma * inv_std
         b = -a * inv_std * sum_g_xhat / m
         c = -a * sum_g / m
-        dx = layout.restore(_affine(layout, xc, b, c, g3, a)) if ctx.needs_input_grad[0] else None
+        dx = layout.restore(_affine(ctx, layout, xc, b, c, g3, a)) if ctx.needs_input_grad[0] else None
         return dx, sum_g_xhat, sum_g
 
 
@@ -189,7 +190,7 @@ class BatchNormEval(Function):
         x3 = layout.view(x)
         ctx.save_for_backward(x3 if ctx.needs_input_grad[1] else None, mean, inv_std, scale)
         ctx.layout = layout
-        return layout.restore(_affine(layout, x3, scale, beta - mean * scale))  # x * scale + shift
+        return layout.restore(_affine(ctx, layout, x3, scale, beta - mean * scale))  # x * scale + shift
 
     @staticmethod
     def backward(ctx, g):
@@ -197,11 +198,11 @@ class BatchNormEval(Function):
         layout, needs = ctx.layout, ctx.needs_input_grad
         g3 = layout.view(g)
         zero = np.zeros_like(scale)
-        dx = layout.restore(_affine(layout, g3, scale, zero)) if needs[0] else None
+        dx = layout.restore(_affine(ctx, layout, g3, scale, zero)) if needs[0] else None
         sum_g = _sums(layout, g3)
         dgamma = None
         if needs[1]:  # sum(g (x - mean)), centred first for accuracy (see _centre)
-            xc, _ = _centre(layout, x3, mean)
+            xc, _ = _centre(ctx, layout, x3, mean)
             dgamma = _sums(layout, g3, xc)[1] * inv_std
         return dx, dgamma, sum_g
 

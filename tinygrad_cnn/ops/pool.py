@@ -46,7 +46,7 @@ class MaxPool2d(Function):
         xp = _pad_channels_last(x, pads, value=-np.inf)
         out_hw = _geometry(x.shape, kernel, stride, pads)
         views = [window(xp, i, j, out_hw, stride, axes=NCHW) for i, j in _offsets(kernel)]
-        y = np.empty_like(views[0])  # keeps the input's memory layout (NHWC stays NHWC)
+        y = ctx.empty_like(views[0])  # keeps the input's memory layout (NHWC stays NHWC)
 
         def kernel_(s: slice) -> None:
             np.copyto(y[s], views[0][s])
@@ -62,7 +62,7 @@ class MaxPool2d(Function):
     def backward(ctx, g):
         xp, y = ctx.saved_tensors
         kernel, stride, pads, out_hw = ctx.geometry
-        dxp = np.empty_like(xp)
+        dxp = ctx.empty_like(xp)
         overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
         tiled = tuple(stride) == tuple(kernel)  # the windows write every pixel they cover
 
@@ -100,7 +100,7 @@ class AvgPool2d(Function):
         xp = _pad_channels_last(x, pads)
         out_hw = _geometry(x.shape, kernel, stride, pads)
         views = [window(xp, i, j, out_hw, stride, axes=NCHW) for i, j in _offsets(kernel)]
-        y = np.empty_like(views[0])
+        y = ctx.empty_like(views[0])
         share = x.dtype.type(1 / (kernel[0] * kernel[1]))
 
         def kernel_(s: slice) -> None:
