@@ -213,3 +213,53 @@ def test_concurrent_calls_of_one_plan_from_two_threads_are_right():
     for i in got:
         for a, b in zip(tree_leaves(got[i][:2]), tree_leaves(want[i][:2])):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _forward_ops(step) -> list[str]:
+    plan = next(iter(step._plans.values()))
+    return [what[0].__name__ for kind, what, _, _ in plan.program if kind == "forward"]
+
+
+@pytest.mark.parametrize("name", list(INPUT))
+def test_relu_after_max_pool_is_applied_and_equal_to_the_plan_without_it(name):
+    model = tc.models.get(name)
+    rng = np.random.default_rng(0)
+    params, state = model.init(rng, image_size=INPUT[name][-1]) if name != "ising-cnn" else model.init(rng)
+    states = {"on": state, "off": copy.deepcopy(state)}
+
+    def step_for(which):
+        return tc.jit(tc.value_and_grad(lambda p, x, y: tc.cross_entropy(
+            model.apply(p, x, state=states[which], training=True), y)),
+            rewrites=("relu_after_max_pool",) if which == "on" else ())
+
+    on, off = step_for("on"), step_for("off")
+    for _ in range(4):
+        x, y = batch(rng, name)
+        got, want = on(params, x, y), off(params, x, y)
+        assert got[0] == want[0]
+        for a, b in zip(tree_leaves(got[1]), tree_leaves(want[1])):
+            assert np.array_equal(a, b)           # equal values (a zero's sign may differ: -0.0 == 0.0)
+        assert bits_equal(states["on"], states["off"])
+    ops_on, ops_off = _forward_ops(on), _forward_ops(off)
+    assert sorted(ops_on) == sorted(ops_off)
+    pairs = {(a, b) for a, b in zip(ops_on, ops_on[1:])}
+    assert ("MaxPool2d", "Relu") in pairs and ("Relu", "MaxPool2d") not in pairs
+    assert ("Relu", "MaxPool2d") in {(a, b) for a, b in zip(ops_off, ops_off[1:])}
+
+
+def test_relu_after_max_pool_leaves_a_returned_relu_output_alone():
+    def f(x):
+        h = tc.relu(tc.Tensor(x))
+        return h.data, tc.max_pool2d(h, 2).data
+
+    step = tc.jit(f)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    for _ in range(2):
+        h, pooled = step(x)
+        assert np.array_equal(h, np.maximum(x, 0)) and pooled.shape == (2, 3, 2, 2)
+    assert _forward_ops(step) == ["Relu", "MaxPool2d"]
+
+
+def test_unknown_rewrite_is_refused():
+    with pytest.raises(ValueError, match="unknown rewrite 'fast'"):
+        tc.jit(lambda x: x, rewrites=("fast",))

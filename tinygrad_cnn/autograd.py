@@ -298,7 +298,7 @@ def _input_grads(node: Node, grad: np.ndarray) -> tuple:
         for i, gi in enumerate(grads):
             _check_finite(node.op, f"backward gradient for input {i}", gi)
     if tape is not None:
-        tape.backward(node.op.backward, node.ctx, given, grads)
+        tape.backward(node.op, node.ctx, given, grads)
     return grads
 
 

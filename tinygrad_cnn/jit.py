@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from . import rewrites as rewrites_module
 from .autograd import Context, TraceError, _read_only, _tape
 from .parallel import blas_single_threaded
 from .pytree import tree_flatten, tree_unflatten
@@ -102,14 +103,13 @@ class Tape:
         self.program.append(("context", needs, (), ctx_slot))
         kw = tuple((k, self._spec(v)) for k, v in kwargs.items())
         spec = (("slot", ctx_slot),) + tuple(self._spec(a) for a in arrays)
-        self.program.append(("forward", (op.forward, kw), spec, self._new_slot(out)))
+        self.program.append(("forward", (op, kw), spec, self._new_slot(out)))
 
-    def backward(self, backward: Callable, ctx: Context, grad: np.ndarray, grads: tuple) -> None:
-        """Records an op's backward: ``grads = backward(ctx, read-only view of grad)``."""
-        def run(ctx, g):
-            out = backward(ctx, _read_only(g))
-            return out if isinstance(out, tuple) else (out,)
-        self.call(run, (ctx, grad), tuple(grads))
+    def backward(self, op: type, ctx: Context, grad: np.ndarray, grads: tuple) -> None:
+        """Records an op's backward: ``grads = op.backward(ctx, read-only view of grad)``."""
+        spec = (self._spec(ctx), self._spec(grad))
+        outs = tuple(None if g is None else self._new_slot(g) for g in grads)
+        self.program.append(("backward", op, spec, outs))
 
     def scalar(self, array: np.ndarray, value: float) -> None:
         """``value`` (a Python float returned by fn) is ``float(array)``."""
@@ -189,6 +189,7 @@ class Plan:
         self._mark_fresh(tape, outputs)
         self._lock = threading.Lock()
         self._reusing = threading.local()
+        self.program = tape.program
         self.steps = [self._compile(instruction) for instruction in tape.program]
         self.outputs = outputs  # ("slot", i) | ("float", i) | ("const", value)
 
@@ -217,12 +218,21 @@ class Plan:
                 slots[out] = PlannedContext(needs, arena) if reusing.on else Context(needs)
             return make_context
         if kind == "forward":
-            forward, kw = fn
+            forward, kw = fn[0].forward, fn[1]
 
             def run_forward(slots):
                 args = [_rebuild(s, slots) for s in spec]
                 slots[out] = forward(*args, **{k: _rebuild(v, slots) for k, v in kw})
             return run_forward
+        if kind == "backward":
+            backward, (ctx_spec, grad_spec) = fn.backward, spec
+
+            def run_backward(slots):
+                results = backward(_rebuild(ctx_spec, slots), _read_only(_rebuild(grad_spec, slots)))
+                for index, value in zip(out, results if isinstance(results, tuple) else (results,)):
+                    if index is not None:
+                        slots[index] = value
+            return run_backward
         if kind == "many":
             def run_many(slots):
                 results = fn(*[_rebuild(s, slots) for s in spec])
@@ -287,11 +297,12 @@ def _signature(treedef, leaves: list, static: tuple) -> tuple:
 class Jitted:
     """The function ``jit`` returns. ``traces``: how many times it traced (one per new signature)."""
 
-    def __init__(self, fn: Callable, static_argnums: tuple[int, ...] = ()):
+    def __init__(self, fn: Callable, static_argnums: tuple[int, ...] = (), rewrites: tuple[str, ...] = ()):
         if not callable(fn):
             raise TypeError(f"jit: fn must be callable, got {type(fn).__name__}")
         self.fn = fn
         self.static_argnums = tuple(static_argnums)
+        self.rewrites = tuple(rewrites)
         self.traces = 0
         self._plans: dict = {}        # signature -> Plan
         self._unchecked: set = set()  # signatures whose first replay is still to be checked
@@ -341,7 +352,9 @@ class Jitted:
         with _recording(tape):
             result = self.fn(*args, **kwargs)
         out_leaves, out_treedef = tree_flatten(result)
-        plan = Plan(tape, [_output_spec(tape, leaf) for leaf in out_leaves])
+        outputs = [_output_spec(tape, leaf) for leaf in out_leaves]
+        tape.program = rewrites_module.apply(tape.program, {i for kind, i in outputs if kind == "slot"}, self.rewrites)
+        plan = Plan(tape, outputs)
         plan.out_treedef = out_treedef
         self._plans[key] = plan
         self._unchecked.add(key)
@@ -418,13 +431,20 @@ def _recording(tape: Tape) -> Iterator[None]:
         _tape.reset(token)
 
 
-def jit(fn: Callable, *, static_argnums: int | tuple[int, ...] = ()) -> Jitted:
+def jit(fn: Callable, *, static_argnums: int | tuple[int, ...] = (), rewrites=None) -> Jitted:
     """Returns ``fn`` traced on its first call for each signature and replayed after (module docstring).
 
     ``fn`` takes and returns pytrees of arrays (typically ``tc.value_and_grad(loss)``); arguments at
     ``static_argnums`` may be any hashable values, which select the plan instead of being inputs.
+    ``rewrites``: the names of the exact rewrites to apply to each plan (``tinygrad_cnn.rewrites``;
+    default all of them, ``()`` none).
     """
     nums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in nums):
         raise TypeError(f"jit: static_argnums must be an int or a tuple of ints, got {static_argnums!r}")
-    return Jitted(fn, nums)
+    names = tuple(rewrites_module.REWRITES) if rewrites is None else tuple(rewrites)
+    unknown = [n for n in names if n not in rewrites_module.REWRITES]
+    if unknown:
+        raise ValueError(f"jit: unknown rewrite {unknown[0]!r}; the rewrites are "
+                         f"{', '.join(rewrites_module.REWRITES)}")
+    return Jitted(fn, nums, names)

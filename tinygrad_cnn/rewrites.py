@@ -1,0 +1,96 @@
+"""Rewrites of a jit plan that are exact in value: each a small pass over the recorded program.
+
+A program is jit.py's list of instructions ``(kind, what, spec, out)``: ``("context", needs, (), ctx)``
+makes an op's context, ``("forward", (op, kwargs), (ctx, *inputs), out)`` runs its forward,
+``("backward", op, (ctx, grad), outs)`` its backward; other kinds are the engine's own array steps.
+Specs name slots as ``("slot", i)``. A pass takes the program and the slots that must keep their
+meaning (what the function returns), and returns a new program. Each pass is switched on by name in
+``tc.jit(..., rewrites=...)``, and tests/test_jit.py proves each equal to the plan without it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from .ops.elementwise import Relu
+from .ops.pool import MaxPool2d
+
+__all__ = ["REWRITES", "apply", "relu_after_max_pool"]
+
+
+def _slots(spec) -> list[int]:
+    kind, value = spec
+    if kind == "slot":
+        return [value]
+    if kind == "tuple":
+        return [i for v in value for i in _slots(v)]
+    return []
+
+
+def _uses(program: list) -> dict[int, list[int]]:
+    """slot -> the indices of the instructions that read it."""
+    uses = defaultdict(list)
+    for index, (kind, what, spec, _) in enumerate(program):
+        specs = list(spec) + ([v for _, v in what[1]] if kind == "forward" else [])
+        for s in specs:
+            for slot in _slots(s):
+                uses[slot].append(index)
+    return uses
+
+
+def _find(program: list, kind: str, op: type, ctx_slot: int) -> int | None:
+    for index, (k, what, spec, _) in enumerate(program):
+        if k == kind and (what[0] if kind == "forward" else what) is op and spec[0] == ("slot", ctx_slot):
+            return index
+    return None
+
+
+def relu_after_max_pool(program: list, protected: set[int]) -> list:
+    """``max_pool(relu(x))`` becomes ``relu(max_pool(x))``: relu then touches a quarter of the elements
+    (2x2 pooling), in both passes.
+
+    Exact: relu is monotonic, so the maximum of relu'd values is relu of the maximum, and every window
+    has at least one element of x. The gradient agrees too: where a window's maximum is positive both
+    orders route g to the same first maximum; where it is <= 0, relu's derivative (taken as 0 at 0)
+    zeroes it in both orders (only the sign of those zeros may differ, which no sum sees).
+    """
+    program = list(program)
+    uses = _uses(program)
+    for r_index in range(len(program)):
+        kind, what, spec, b = program[r_index]
+        if kind != "forward" or what[0] is not Relu:
+            continue
+        p_uses = uses.get(b, [])
+        if len(p_uses) != 1 or b in protected:
+            continue
+        p_index = p_uses[0]
+        p_kind, p_what, p_spec, c = program[p_index]
+        if p_kind != "forward" or p_what[0] is not MaxPool2d or p_spec[1] != ("slot", b) or c in protected:
+            continue
+        r_ctx, p_ctx = spec[0][1], p_spec[0][1]
+        p_back, r_back = _find(program, "backward", MaxPool2d, p_ctx), _find(program, "backward", Relu, r_ctx)
+        if (p_back is None) != (r_back is None):
+            continue
+        if p_back is not None:  # g_c -> pool backward -> g_b -> relu backward -> g_a
+            g_c, (g_b,), g_a = program[p_back][2][1], program[p_back][3], program[r_back][3]
+            if program[r_back][2][1] != ("slot", g_b) or len(uses.get(g_b, [])) != 1 or not p_back < r_back:
+                continue
+            program[p_back] = ("backward", Relu, (("slot", r_ctx), g_c), (g_b,))
+            program[r_back] = ("backward", MaxPool2d, (("slot", p_ctx), ("slot", g_b)), g_a)
+        p_context = next(i for i in range(p_index - 1, -1, -1) if program[i][0] == "context" and program[i][3] == p_ctx)
+        program[r_index] = ("forward", p_what, (("slot", p_ctx), spec[1]), b)       # b = max_pool(x)
+        program[p_index] = ("forward", what, (("slot", r_ctx), ("slot", b)), c)     # c = relu(b)
+        program.insert(r_index, program.pop(p_context))                             # pool's context first
+        uses = _uses(program)
+    return program
+
+
+REWRITES = {"relu_after_max_pool": relu_after_max_pool}
+
+
+def apply(program: list, protected: set[int], names) -> list:
+    """The passes ``names`` (in REWRITES' order) applied to ``program``."""
+    for name, rewrite in REWRITES.items():
+        if name in names:
+            program = rewrite(program, protected)
+    return program
