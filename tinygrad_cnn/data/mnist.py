@@ -12,13 +12,15 @@ they are looked for, first match wins:
 4. Fashion-MNIST only: ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``);
 5. a download by ``tf.keras.datasets`` when TensorFlow is installed (it fills the Keras cache).
 
-Otherwise :class:`DataNotFound` (a ``FileNotFoundError``) lists every place searched and how to get
-the files. Its message names the place argument as Python callers know it (``path=``);
-``e.message(flag)`` words it for a command line (``"--data"``), as ``python -m tinygrad_cnn`` does.
+Otherwise ``FileNotFoundError`` lists every place searched and how to get the files (installing
+TensorFlow only when it is not importable). Its message names the place argument as Python callers know
+it (``path=``); its ``worded_for(flag)`` says the same for a command line (``e.worded_for("--data")``,
+as ``python -m tinygrad_cnn`` does).
 TensorFlow's C++ start-up logging is silenced for the download (``TF_CPP_MIN_LOG_LEVEL=3`` while it runs,
 unless you set that variable yourself).
 """
 
+import functools
 import os
 from pathlib import Path
 
@@ -76,35 +78,35 @@ def search_places(name, environ=None, home=None):
     return places
 
 
-class DataNotFound(FileNotFoundError):
-    """MNIST / Fashion-MNIST is not where it was looked for. ``str(e)`` speaks to Python callers
-    (``path=``); ``e.message("--data")`` says the same for a command line whose option is ``--data``."""
+def _not_found(name, *, path=None, missing="", searched=(), tensorflow=False, failure=None):
+    """The FileNotFoundError for data that are nowhere: its message speaks to Python callers (``path=``);
+    its ``worded_for(flag)`` says the same for a command line whose option is ``flag`` (``"--data"``)."""
+    explain = functools.partial(_explain, name, path=path, missing=missing, searched=list(searched),
+                                tensorflow=tensorflow, failure=failure)
+    error = FileNotFoundError(explain())
+    error.worded_for = explain
+    return error
 
-    def __init__(self, name, *, path=None, missing="", searched=(), tensorflow=None, failure=None):
-        self.name, self.path, self.missing, self.searched = name, path, missing, list(searched)
-        self.tensorflow, self.failure = tensorflow, failure  # tensorflow: importable; failure: the download's error
-        super().__init__(self.message())
 
-    def message(self, flag=None):
-        """The explanation; ``flag`` (e.g. ``"--data"``) names the command-line option instead of ``path=``."""
-        if self.path is not None and flag:
-            return (f"no {self.name} data at {flag} {self.path}: {self.missing} ({flag} takes a directory holding "
-                    f"the four IDX files or {self.name}.npz, or an .npz file)")
-        if self.path is not None:
-            return f"load_{self.name.replace('-', '_')}: no data at path={str(self.path)!r}: {self.missing}"
-        searched = "\n".join(f"  - {p}" for p in self.searched)
-        if self.tensorflow:
-            why = f"and the TensorFlow download failed ({self.failure})."
-            fetch = "check the network connection and run again (TensorFlow then downloads it into the Keras cache)"
-        else:
-            why = "and TensorFlow is not installed to download it."
-            fetch = "`pip install tensorflow-cpu` (then it is downloaded into the Keras cache)"
-        give = f"pass {flag} DIR" if flag else "pass path=that directory"
-        how = (f"Get the data by one of: {fetch}; "
-               + ("`apt-get install dataset-fashion-mnist`; " if self.name in SYSTEM_DIRS else "")
-               + f"or download the four IDX files ({', '.join(f + '.gz' for f in IDX_FILES)}) into a directory "
-               f"and {give}, or put them in ${ENV_VAR}/{self.name}/.")
-        return f"{self.name} not found. Searched:\n{searched}\n{why}\n{how}"
+def _explain(name, flag=None, *, path, missing, searched, tensorflow, failure):
+    """Why ``name`` was not found and how to get it; ``tensorflow``: importable, ``failure``: its download's error."""
+    if path is not None and flag:
+        return (f"no {name} data at {flag} {path}: {missing} ({flag} takes a directory holding the four IDX "
+                f"files or {name}.npz, or an .npz file)")
+    if path is not None:
+        return f"load_{name.replace('-', '_')}: no data at path={str(path)!r}: {missing}"
+    if tensorflow:
+        why = f"and the TensorFlow download failed ({failure})."
+        fetch = "check the network connection and run again (TensorFlow then downloads it into the Keras cache)"
+    else:
+        why = "and TensorFlow is not installed to download it."
+        fetch = "`pip install tensorflow-cpu` (then it is downloaded into the Keras cache)"
+    how = (f"Get the data by one of: {fetch}; "
+           + ("`apt-get install dataset-fashion-mnist`; " if name in SYSTEM_DIRS else "")
+           + f"or download the four IDX files ({', '.join(f + '.gz' for f in IDX_FILES)}) into a directory "
+           f"and {f'pass {flag} DIR' if flag else 'pass path=that directory'}, or put them in ${ENV_VAR}/{name}/.")
+    searched = "\n".join(f"  - {p}" for p in searched)
+    return f"{name} not found. Searched:\n{searched}\n{why}\n{how}"
 
 
 def _load(name, path=None, environ=None, home=None):
@@ -113,7 +115,7 @@ def _load(name, path=None, environ=None, home=None):
         path = Path(path).expanduser()
         data = _read_place(path, name)
         if data is None:
-            raise DataNotFound(name, path=path, missing=_what_is_missing(path, name))
+            raise _not_found(name, path=path, missing=_what_is_missing(path, name))
         return data
     places = search_places(name, environ, home)
     for place in places:
@@ -158,11 +160,11 @@ def _download(name, places):
         try:
             import tensorflow as tf
         except ImportError:
-            raise DataNotFound(name, searched=places, tensorflow=False) from None
+            raise _not_found(name, searched=places, tensorflow=False) from None
         try:
             train, test = getattr(tf.keras.datasets, TF_MODULES[name]).load_data()
         except Exception as e:  # no network, server down, ...
-            raise DataNotFound(name, searched=places, tensorflow=True, failure=f"{type(e).__name__}: {e}") from e
+            raise _not_found(name, searched=places, tensorflow=True, failure=f"{type(e).__name__}: {e}") from e
     finally:
         if quiet:
             os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
