@@ -118,23 +118,23 @@ def test_fit_progress_wrapper_gets_postfix():
 
 # ---------------------------------------------------------------------------------------------- interrupt, resume
 
-def interrupting(model, after):
-    """``model`` whose training-mode forward pass number ``after + 1`` raises KeyboardInterrupt once it has run
-    (batch-norm statistics updated, dropout drawn): Ctrl-C in the middle of a step."""
+def interrupting(optimizer, after):
+    """``optimizer`` whose update number ``after + 1`` raises KeyboardInterrupt once it has computed the new
+    params: Ctrl-C at the worst moment of a step (its forward pass updated the batch-norm statistics and
+    drew the dropout masks; nothing of it may survive)."""
     calls = [0]
 
-    def apply(params, x, **kw):
-        logits = model.apply(params, x, **kw)
-        if kw.get("training"):
-            calls[0] += 1
-            if calls[0] == after + 1:
-                raise KeyboardInterrupt
-        return logits
+    def update(params, grads, state):
+        new = optimizer.update(params, grads, state)
+        calls[0] += 1
+        if calls[0] == after + 1:
+            raise KeyboardInterrupt
+        return new
 
-    return models.Model(model.name, model.init, apply, model.description)
+    return optim.Optimizer(optimizer.name, optimizer.hyperparams, optimizer.init, update)
 
 
-def resumable_run(model, checkpoint=None, **kw):
+def resumable_run(checkpoint=None, *, interrupt_after=None, **kw):
     """fit on bars with everything that draws from the generator or carries state: batch norm, dropout,
     augmentation, Adam with a cosine schedule; 40 samples in batches of 8 = 5 steps per epoch, 3 epochs.
     With ``checkpoint`` (an ``Interrupted.checkpoint``), continues it."""
@@ -145,8 +145,10 @@ def resumable_run(model, checkpoint=None, **kw):
         params, state = checkpoint["params"], checkpoint["state"]
         kw.update(opt_state=checkpoint["opt_state"], resume=checkpoint["resume"])
     optimizer = optim.adam(optim.cosine_decay(1e-2, 15))
+    if interrupt_after is not None:
+        optimizer = interrupting(optimizer, interrupt_after)
     augment = functools.partial(training.random_shift_flip, shift=1)
-    return training.fit(model, params, state, optimizer, train, test, epochs=3, batch_size=8, rng=rng,
+    return training.fit(small_cnn(), params, state, optimizer, train, test, epochs=3, batch_size=8, rng=rng,
                         augment=augment, dropout_rate=0.3, **kw)
 
 
@@ -160,9 +162,9 @@ def assert_same_run(a, b):
 
 @pytest.mark.parametrize("after", [0, 2, 5, 7, 14])  # steps done: none, mid-epoch, epoch boundaries, the last one
 def test_fit_resumes_bit_for_bit_after_an_interrupt(tmp_path, after):
-    whole = resumable_run(small_cnn())
+    whole = resumable_run()
     with pytest.raises(training.Interrupted) as info:
-        resumable_run(interrupting(small_cnn(), after))
+        resumable_run(interrupt_after=after)
     assert isinstance(info.value, KeyboardInterrupt)
     checkpoint = info.value.checkpoint
     at = checkpoint["resume"]
@@ -170,36 +172,35 @@ def test_fit_resumes_bit_for_bit_after_an_interrupt(tmp_path, after):
     assert len(at["history"]["train_loss"]) == after // 5 and at["history"]["steps"] == after
 
     tc_io.save(tmp_path / "resume.npz", checkpoint)  # what the CLI writes; read back, nothing is lost
-    c = tc_io.load(tmp_path / "resume.npz")
-    assert_same_run(resumable_run(small_cnn(), c), whole)
+    assert_same_run(resumable_run(tc_io.load(tmp_path / "resume.npz")), whole)
     if after:  # the comparison tells runs apart: without resume= the checkpoint is trained for 3 more epochs
         with pytest.raises(AssertionError):
-            assert_same_run(resumable_run(small_cnn(), {**tc_io.load(tmp_path / "resume.npz"), "resume": None}), whole)
+            assert_same_run(resumable_run({**tc_io.load(tmp_path / "resume.npz"), "resume": None}), whole)
 
 
 def test_fit_resumes_after_two_interrupts_and_one_in_on_epoch():
-    whole = resumable_run(small_cnn())
+    whole = resumable_run()
     with pytest.raises(training.Interrupted) as info:
-        resumable_run(interrupting(small_cnn(), 3))
+        resumable_run(interrupt_after=3)
     c = info.value.checkpoint
 
     def stop_after_first_epoch(epoch, history, params):
         if epoch == 0:
             raise KeyboardInterrupt  # while the epoch's results are being saved: that epoch is done again
     with pytest.raises(training.Interrupted) as info:
-        resumable_run(small_cnn(), c, on_epoch=stop_after_first_epoch)
+        resumable_run(c, on_epoch=stop_after_first_epoch)
     c = info.value.checkpoint
     assert (c["resume"]["epoch"], c["resume"]["step"]) == (0, 5)
     assert c["resume"]["history"]["train_loss"] == []  # epoch 1 ended half-way: it is not in the history yet
-    assert_same_run(resumable_run(small_cnn(), c), whole)
+    assert_same_run(resumable_run(c), whole)
 
 
 def test_fit_interrupt_rolls_back_the_batch_norm_state_in_place():
-    def interrupted(model, progress=None):
+    def interrupted(optimizer, progress=None):
         params, state = small_cnn().init(np.random.default_rng(0))
         rng = np.random.default_rng(1)
         with pytest.raises(training.Interrupted) as info:
-            training.fit(model, params, state, optim.sgd(0.1), bars(16, rng), None, epochs=1, batch_size=8,
+            training.fit(small_cnn(), params, state, optimizer, bars(16, rng), None, epochs=1, batch_size=8,
                          rng=rng, progress=progress)
         assert info.value.checkpoint["state"] is state  # updated in place, as fit promises
         return state
@@ -208,8 +209,8 @@ def test_fit_interrupt_rolls_back_the_batch_norm_state_in_place():
         yield next(iter(batches))
         raise KeyboardInterrupt
 
-    mid_step = interrupted(interrupting(small_cnn(), 1))  # step 2's forward pass updated the statistics ...
-    between_steps = interrupted(small_cnn(), stop_before_step_2)
+    mid_step = interrupted(interrupting(optim.sgd(0.1), 1))  # step 2's forward pass updated the statistics ...
+    between_steps = interrupted(optim.sgd(0.1), stop_before_step_2)
     for a, b in zip(tree_leaves(mid_step), tree_leaves(between_steps), strict=True):
         np.testing.assert_array_equal(a, b)  # ... and they were rolled back to those after step 1
     assert mid_step["conv1"]["mean"].any()

@@ -249,26 +249,25 @@ def _resumed_args(args, stored: dict) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), **stored, "out": args.resume, "data": args.data or stored["data"]})
 
 
-def _interrupt_hook(model):
+def _interrupt_hook(optimizer):
     """For tests: ``TINYGRAD_CNN_INTERRUPT_AFTER_STEPS=k`` interrupts this process in the middle of its step
-    ``k + 1`` (after the forward pass, which updated the batch-norm statistics and drew the dropout
-    masks), as a Ctrl-C at the worst moment would."""
+    ``k + 1``, as a Ctrl-C at the worst moment would: after the forward and backward passes (which updated
+    the batch-norm statistics and drew the dropout masks) and the optimizer's update, before fit keeps it."""
     after = os.environ.get("TINYGRAD_CNN_INTERRUPT_AFTER_STEPS")
     if not after:
-        return model
-    from .models import Model
+        return optimizer
+    from .optim import Optimizer
 
     calls = [0]
 
-    def apply(params, x, **kw):
-        logits = model.apply(params, x, **kw)
-        if kw.get("training"):
-            calls[0] += 1
-            if calls[0] > int(after):
-                raise KeyboardInterrupt
-        return logits
+    def update(params, grads, state):
+        new = optimizer.update(params, grads, state)
+        calls[0] += 1
+        if calls[0] > int(after):
+            raise KeyboardInterrupt
+        return new
 
-    return Model(model.name, model.init, apply, model.description)
+    return Optimizer(optimizer.name, optimizer.hyperparams, optimizer.init, update)
 
 
 def cmd_train(args) -> int:
@@ -303,11 +302,11 @@ def _train(args, out: str, resumed: dict | None) -> int:
     with _data_flag():
         task = tasks.prepare(args.dataset, seed=args.seed, data_path=args.data, lattice=args.lattice,
                              limit=args.limit)
-    model = _interrupt_hook(models.get(model_name))
+    model = models.get(model_name)
     rng = np.random.default_rng(args.seed)
     params, state = model.init(rng)
     per_epoch = -(-len(task.train[1]) // options["batch_size"])
-    optimizer = _optimizer(args, options["lr"], epochs * per_epoch, options["weight_decay"])
+    optimizer = _interrupt_hook(_optimizer(args, options["lr"], epochs * per_epoch, options["weight_decay"]))
     print(f"training {model_name} on {args.dataset}: {len(task.train[1])} train / {len(task.test[1])} test samples, "
           f"{sum(p.size for p in _leaves(params)):,} parameters, {_plural(epochs, 'epoch')} -> {out}")
     meta = {**task.meta, "model": model_name}
