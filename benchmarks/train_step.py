@@ -49,6 +49,7 @@ RESULT = "RESULT-JSON "  # a worker's last line of stdout; anything a framework 
 FRAMEWORKS = {  # name -> (module that must be importable, label)
     "tinygrad_cnn": ("tinygrad_cnn", "tinygrad_cnn"),
     "tinygrad_cnn-kfm": ("tinygrad_cnn", "tinygrad_cnn + keep_freed_memory()"),
+    "tinygrad_cnn-jit": ("tinygrad_cnn", "tinygrad_cnn tc.jit"),
     "torch": ("torch", "PyTorch eager"),
     "tf-eager": ("tensorflow", "TensorFlow eager"),
     "tf-function": ("tensorflow", "TensorFlow tf.function"),
@@ -220,7 +221,7 @@ def make_batches(batch: int, count: int = 4, seed: int = 0) -> list[tuple[np.nda
             for _ in range(count)]
 
 
-def tinygrad_step(batch_norm: bool, batches: list):
+def tinygrad_step(batch_norm: bool, batches: list, jit: bool = False):
     """The tinygrad_cnn step exactly as a user writes it. ``step(timings=None)`` returns the loss; with
     a dict it also adds the seconds of ``value_and_grad`` and of the optimizer update to it."""
     import tinygrad_cnn as tc
@@ -233,7 +234,7 @@ def tinygrad_step(batch_norm: bool, batches: list):
     def loss_fn(p, x, y):
         return tc.cross_entropy(model.apply(p, x, state=state, training=True), y)
 
-    loss_and_grads = tc.value_and_grad(loss_fn)
+    loss_and_grads = tc.jit(tc.value_and_grad(loss_fn)) if jit else tc.value_and_grad(loss_fn)
     data = itertools.cycle(batches)
 
     def step(timings: dict | None = None) -> float:
@@ -265,7 +266,7 @@ def build_step(framework: str, batch_norm: bool, batches: list):
             import tinygrad_cnn as tc
 
             tc.keep_freed_memory()  # glibc keeps freed memory mapped (what the CLI's train does)
-        return tinygrad_step(batch_norm, batches)
+        return tinygrad_step(batch_norm, batches, jit=framework == "tinygrad_cnn-jit")
     sys.path.insert(0, str(HERE))
     import peers
 
