@@ -42,7 +42,8 @@ def accuracy(model, params, state, x: np.ndarray, y: np.ndarray, batch_size: int
 def build_parser(name: str, epochs: int) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=f"Train a CNN on {name} with tinygrad_cnn.")
     parser.add_argument("--epochs", type=int, default=epochs, help=f"passes over the training set (default {epochs})")
-    parser.add_argument("--limit", type=int, help="use only the first LIMIT training and the first LIMIT test images")
+    parser.add_argument("--limit", type=int,
+                        help="train on the first LIMIT training images only (the test set stays whole, as in train)")
     parser.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate, cosine decay (default 2e-3)")
     parser.add_argument("--model", choices=("cnn-bn", "cnn"), default="cnn-bn", help="with or without batch norm")
@@ -59,8 +60,7 @@ def main(argv: list[str] | None = None, *, load=load_mnist, name: str = "MNIST",
         print(f"FileNotFoundError: {e}", file=sys.stderr)
         return 1
     if args.limit:
-        x_train, y_train, x_test, y_test = x_train[:args.limit], y_train[:args.limit], \
-            x_test[:args.limit], y_test[:args.limit]
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
 
     scaled = x_train.astype(np.float32) / 255
     mean, std = float(scaled.mean()), float(scaled.std())

@@ -412,9 +412,29 @@ def test_fit_stops_naming_the_step_and_the_loss(monkeypatch, value):
     monkeypatch.setattr(training, "cross_entropy", cross_entropy)
     x, y = rng.standard_normal((24, 1, 8, 8)).astype(np.float32), rng.integers(0, 2, 24)
     with pytest.raises(FloatingPointError, match=rf"^fit: the loss became {value} at epoch 2, step 5$"):
-        training.fit(model, params, state, optim.sgd(0.1), (x, y), None, epochs=3, batch_size=6, rng=rng)
+        training.fit(model, params, state, optim.sgd(0.1), (x, y), None, epochs=3, batch_size=6, rng=rng,
+                     jit=False)  # a jit replay would not call the patched Python function again
     for a, b in zip(tree_leaves(params), tree_leaves(before)):  # fit is pure: the caller's params are intact
         np.testing.assert_array_equal(a, b)
+
+
+def test_fit_with_jit_stops_naming_the_step_when_the_replayed_loss_is_nan():
+    """The same check on the jit path: after 4 updates the optimizer makes the weights NaN, so the 5th
+    (replayed) step's loss is NaN."""
+    rng = np.random.default_rng(0)
+    model = small_model()
+    params, state = model.init(rng)
+    sgd, updates = optim.sgd(0.1), [0]
+
+    def update(p, g, s):
+        updates[0] += 1
+        p, s = sgd.update(p, g, s)
+        return (tc.pytree.tree_map(lambda a: a * np.nan, p) if updates[0] == 4 else p), s
+
+    spoiling = optim.Optimizer("spoiling", {}, sgd.init, update)
+    x, y = rng.standard_normal((24, 1, 8, 8)).astype(np.float32), rng.integers(0, 2, 24)
+    with pytest.raises(FloatingPointError, match=r"^fit: the loss became nan at epoch 2, step 5$"):
+        training.fit(model, params, state, spoiling, (x, y), None, epochs=3, batch_size=6, rng=rng)
 
 
 TINY_ISING = dict(chains=8, sweeps=50, samples=4)  # 14 temperatures x 8 chains x 4 samples
@@ -459,7 +479,8 @@ def test_cli_train_keeps_the_last_good_checkpoint_when_the_loss_becomes_nan(cli_
     real = training.cross_entropy
     monkeypatch.setattr(training, "cross_entropy",
                         lambda logits, labels: real(logits, labels) * (float("nan") if armed[0] else 1.0))
-    code = cli.main(["train", "--lattice", "8", "--epochs", "3", "--no-progress", "--out", "run"])
+    # --no-jit: a replayed step would not call the patched Python function again
+    code = cli.main(["train", "--lattice", "8", "--epochs", "3", "--no-progress", "--out", "run", "--no-jit"])
     err = capsys.readouterr().err
     assert code == 1
     assert "tinygrad-cnn train: error: fit: the loss became nan at epoch 2, step 7" in err  # 336 samples / 64 = 6 steps

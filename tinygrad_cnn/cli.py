@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="crossing: where P(ordered) crosses 1/2; confusion: also learning by confusion, "
                             "which does not use the exact Tc")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--no-jit", action="store_true",
+                       help="run every step eagerly instead of replaying a tc.jit plan (same results, slower)")
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue the run in RUN_DIR that Ctrl-C interrupted, with the options it was started "
                             "with, to the same result as if it had not been interrupted")
@@ -351,7 +353,7 @@ def _train(args, out: str, resumed: dict | None) -> int:
             model, params, state, optimizer, task.train, task.test, epochs=epochs,
             batch_size=options["batch_size"], rng=rng, augment=augment, dropout_rate=options["dropout"],
             progress=_progress(args, epochs, per_epoch, resumed_at), on_epoch=checkpoint,
-            opt_state=opt_state, resume=position)
+            opt_state=opt_state, resume=position, jit=not args.no_jit)
     except training.Interrupted as stop:
         return interrupted(stop.checkpoint)
     except FloatingPointError as e:  # a NaN/inf loss or weights: say which checkpoint survives
