@@ -4,6 +4,7 @@
     python benchmarks/train_step.py --batch 32 128 512 --rounds 5 --json results.json
     python benchmarks/train_step.py --frameworks tinygrad_cnn torch --variant ref-bn
     python benchmarks/train_step.py --profile --variant ref-bn   # time per op of one tinygrad_cnn step
+    python benchmarks/train_step.py --profile --jit --variant ref-bn  # the same, replayed by tc.jit
     python benchmarks/train_step.py --overhead                    # per-op cost of a 1,000-op chain
 
 The step: batch B of (1, 28, 28) float32 images, forward + backward + SGD update (lr 0.01, momentum
@@ -611,7 +612,7 @@ def profile(args, variant: str, batch: int) -> dict:
     """Time per op type of ``--profile-steps`` tinygrad_cnn steps (after warm-up), in this process."""
     from tinygrad_cnn.autograd import record_profile
 
-    step, _ = tinygrad_step(variant == "ref-bn", make_batches(batch))
+    step, _ = tinygrad_step(variant == "ref-bn", make_batches(batch), jit=args.jit)
     for _ in range(args.warmup):
         step()
     n = args.profile_steps
@@ -635,7 +636,8 @@ def profile(args, variant: str, batch: int) -> dict:
     in_ops = {ph: sum(r[3] for r in rows if r[1] == ph) for ph in ("forward", "backward")}
     vg, update = timings["value_and_grad"] / n, timings["update"] / n
     outside = vg - in_ops["forward"] - in_ops["backward"]
-    print(f"\ntinygrad_cnn profile: {variant}, batch {batch}, float32; {'one step' if n == 1 else f'mean of {n} steps'}"
+    print(f"\ntinygrad_cnn{' tc.jit' if args.jit else ''} profile: {variant}, batch {batch}, float32; "
+          f"{'one step' if n == 1 else f'mean of {n} steps'}"
           f" after {args.warmup} warm-up steps; code: git {git_state()}")
     print(f"step wall time {wall * 1e3:.1f} ms ({_fmt(batch / wall)} img/s, with the profiler's own small cost)"
           + (f"; other processes kept {bg:.2f} cores busy meanwhile" if bg is not None else ""))
@@ -645,7 +647,8 @@ def profile(args, variant: str, batch: int) -> dict:
     print(f"{'inside ops':26} {sum(in_ops.values()) * 1e3:15.2f} {sum(in_ops.values()) / wall * 100:9.1f}%"
           f"   (forward {in_ops['forward'] * 1e3:.2f} ms, backward {in_ops['backward'] * 1e3:.2f} ms)")
     print(f"{'engine + Python overhead':26} {outside * 1e3:15.2f} {outside / wall * 100:9.1f}%"
-          f"   (value_and_grad outside any op: graph, topological order, un-broadcast, accumulation)")
+          + ("   (the replay outside the ops: gradient sums and copies, instruction dispatch)" if args.jit else
+             "   (value_and_grad outside any op: graph, topological order, un-broadcast, accumulation)"))
     print(f"{'optimizer update (sgd)':26} {update * 1e3:15.2f} {update / wall * 100:9.1f}%")
     return {"variant": variant, "batch": batch, "steps": n, "wall_ms": wall * 1e3, "update_ms": update * 1e3,
             "background_cores": bg,
@@ -675,6 +678,7 @@ def parse_args(argv=None):
     p.add_argument("--json", metavar="OUT", help="save machine info, every run and the summary as JSON")
     p.add_argument("--profile", action="store_true", help="time per op of one tinygrad_cnn step, in process")
     p.add_argument("--profile-steps", type=int, default=1, help="with --profile: average over this many steps")
+    p.add_argument("--jit", action="store_true", help="with --profile: profile the tc.jit replay of the step")
     p.add_argument("--overhead", action="store_true", help="per-op overhead of a long chain on tiny arrays")
     p.add_argument("--chain-ops", type=int, default=1000, help="with --overhead: chain length (default 1000)")
     p.add_argument("--repeat", type=int, default=20, help="with --overhead: repeats per process (default 20)")

@@ -263,3 +263,19 @@ def test_relu_after_max_pool_leaves_a_returned_relu_output_alone():
 def test_unknown_rewrite_is_refused():
     with pytest.raises(ValueError, match="unknown rewrite 'fast'"):
         tc.jit(lambda x: x, rewrites=("fast",))
+
+
+def test_the_profiler_sees_a_replays_ops():
+    model = tc.models.get("cnn")
+    rng = np.random.default_rng(0)
+    params, state = model.init(rng, image_size=12)
+    step = tc.jit(tc.value_and_grad(lambda p, x, y: tc.cross_entropy(model.apply(p, x, state=state), y)))
+    x, y = batch(rng, "cnn", 8)
+    x = x[..., :12, :12].copy()
+    step(params, x, y)
+    step(params, x, y)
+    seen = []
+    with tc.autograd.record_profile(lambda op, phase, seconds, ctx: seen.append((op.__name__, phase))):
+        step(params, x, y)
+    assert ("Conv2d", "forward") in seen and ("Conv2d", "backward") in seen and ("MaxPool2d", "backward") in seen
+    assert seen.index(("MaxPool2d", "forward")) < seen.index(("Relu", "forward"))  # the plan as rewritten

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import warnings
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from . import rewrites as rewrites_module
-from .autograd import Context, TraceError, _read_only, _tape
+from .autograd import Context, TraceError, _profiler, _read_only, _tape
 from .parallel import blas_single_threaded
 from .pytree import tree_flatten, tree_unflatten
 
@@ -188,7 +189,7 @@ class Plan:
         self.arenas = {ctx_slot: Arena() for kind, _, _, ctx_slot in tape.program if kind == "context"}
         self._mark_fresh(tape, outputs)
         self._lock = threading.Lock()
-        self._reusing = threading.local()
+        self._local = threading.local()  # per calling thread: .reuse (arenas on), .profiler
         self.program = tape.program
         self.steps = [self._compile(instruction) for instruction in tape.program]
         self.outputs = outputs  # ("slot", i) | ("float", i) | ("const", value)
@@ -212,23 +213,35 @@ class Plan:
     def _compile(self, instruction) -> Callable:
         kind, fn, spec, out = instruction
         if kind == "context":
-            needs, arena, reusing = fn, self.arenas[out], self._reusing
+            needs, arena, local = fn, self.arenas[out], self._local
 
             def make_context(slots):
-                slots[out] = PlannedContext(needs, arena) if reusing.on else Context(needs)
+                slots[out] = PlannedContext(needs, arena) if local.reuse else Context(needs)
             return make_context
         if kind == "forward":
-            forward, kw = fn[0].forward, fn[1]
+            op, kw = fn
+            forward = op.forward
 
             def run_forward(slots):
                 args = [_rebuild(s, slots) for s in spec]
+                profiler = self._local.profiler
+                if profiler is None:
+                    slots[out] = forward(*args, **{k: _rebuild(v, slots) for k, v in kw})
+                    return
+                start = time.perf_counter()
                 slots[out] = forward(*args, **{k: _rebuild(v, slots) for k, v in kw})
+                profiler(op, "forward", time.perf_counter() - start, args[0])
             return run_forward
         if kind == "backward":
-            backward, (ctx_spec, grad_spec) = fn.backward, spec
+            op, (ctx_spec, grad_spec) = fn, spec
+            backward = op.backward
 
             def run_backward(slots):
-                results = backward(_rebuild(ctx_spec, slots), _read_only(_rebuild(grad_spec, slots)))
+                ctx, profiler = _rebuild(ctx_spec, slots), self._local.profiler
+                start = time.perf_counter() if profiler is not None else 0.0
+                results = backward(ctx, _read_only(_rebuild(grad_spec, slots)))
+                if profiler is not None:
+                    profiler(op, "backward", time.perf_counter() - start, ctx)
                 for index, value in zip(out, results if isinstance(results, tuple) else (results,)):
                     if index is not None:
                         slots[index] = value
@@ -247,7 +260,7 @@ class Plan:
 
     def run(self, inputs: list) -> list:
         reuse = self._lock.acquire(blocking=False)
-        self._reusing.on = reuse
+        self._local.reuse = reuse
         try:
             return self._run(inputs)
         finally:
@@ -255,6 +268,7 @@ class Plan:
                 self._lock.release()
 
     def _run(self, inputs: list) -> list:
+        self._local.profiler = _profiler.get()  # record_profile sees a replay's ops as it sees eager ones
         slots = [None] * self.n_slots
         slots[:self.n_inputs] = inputs
         for index, value in self.constants.items():
