@@ -198,6 +198,16 @@ class Tensor:
     # docstring) and checks that the shapes broadcast, so a mistake is reported as "mul: shapes (2, 3)
     # and (4,) do not broadcast", not from inside NumPy.
     def _binary(self, op: type, fn: str, other: Any, reflected: bool = False) -> Tensor:
+        dtype, kind = self.data.dtype, type(other)
+        if dtype.kind == "f" and (kind is float or kind is int):
+            # the common cases first, with nothing to promote: a Python number takes a float tensor's
+            # dtype, and always broadcasts (0-d) ...
+            other = Tensor._from_op(_number(fn, other, dtype), None)
+            return op.apply(other, self) if reflected else op.apply(self, other)
+        if kind is Tensor and other.data.dtype == dtype and dtype.kind == "f":
+            # ... and two float tensors of one dtype
+            check_broadcast(fn, self.data.shape, other.data.shape)
+            return op.apply(other, self) if reflected else op.apply(self, other)
         if not isinstance(other, (Tensor, bool, int, float)):
             check_tensor_like(fn, "other", other)
             other = Tensor(other)
@@ -326,13 +336,18 @@ def _promote(fn: str, x: Any, dtype: np.dtype) -> Tensor:
     dtype; an int or bool tensor cast to a floating ``dtype`` (NumPy alone would give float64 for int64
     and float32, and they never require grad); any other tensor as it is."""
     if not isinstance(x, Tensor):
-        try:
-            return Tensor(x, dtype=dtype)
-        except ValueError:  # uint8 tensor + -1, int8 tensor + 1000: NumPy raises OverflowError
-            raise ValueError(f"{fn}: the number {x!r} does not fit in {dtype}, the dtype of the result") from None
+        return Tensor._from_op(_number(fn, x, dtype), None)
     if dtype.kind == "f" and x.dtype.kind != "f":
         return Tensor(x.data, dtype=dtype)
     return x
+
+
+def _number(fn: str, x: bool | int | float, dtype: np.dtype) -> np.ndarray:
+    """A Python number as a 0-d array of ``dtype``, the dtype of the result of ``fn``."""
+    try:
+        return np.asarray(x, dtype=dtype)
+    except (OverflowError, ValueError):  # uint8 tensor + -1, int8 tensor + 1000, float32 tensor * 10**400
+        raise ValueError(f"{fn}: the number {x!r} does not fit in {dtype}, the dtype of the result") from None
 
 
 def _check_integer_power(fn: str, a: Tensor, b: Tensor) -> None:
