@@ -177,10 +177,9 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs: Any, **kwargs: Any):
-        from .tensor import Tensor, as_tensor
-
-        tensors = tuple(as_tensor(x) for x in inputs)
-        needs = tuple(t.requires_grad for t in tensors)
+        Tensor = _Tensor or _tensor_class()
+        tensors = tuple([x if isinstance(x, Tensor) else Tensor(x) for x in inputs])  # as_tensor, inlined
+        needs = tuple([t.requires_grad for t in tensors])
         ctx = Context(needs)
         arrays = [t.data for t in tensors]
         profiler = _profiler.get()
@@ -200,9 +199,18 @@ class Function:
         tape = _tape.get()
         if tape is not None:
             tape.forward(cls, ctx, arrays, kwargs, out)
-        if record:
-            return Tensor._from_op(out, Node(cls, ctx, tensors, kwargs))
-        return Tensor._from_op(out, None)
+        return Tensor._from_op(out, Node(cls, ctx, tensors, kwargs) if record else None)
+
+
+_Tensor: Any = None  # tensor.Tensor, looked up on the first op (tensor.py imports this module, not the reverse)
+
+
+def _tensor_class() -> type:
+    global _Tensor
+    from .tensor import Tensor
+
+    _Tensor = Tensor
+    return Tensor
 
 
 def _check_inputs_unchanged(node: Node) -> None:
@@ -225,25 +233,25 @@ def topological_order(root, *, constants: bool = False) -> list:
     Only tensors that need a gradient, unless ``constants`` (``draw_graph`` wants those too).
     Inputs are visited in argument order.
 
-    A tensor is appended after all of its inputs (post-order), and marked visited when it is expanded,
-    not when it is pushed: a tensor reached along two paths must come after *every* tensor using it
-    in the reversed order, or one path's gradient would arrive after the tensor was processed.
+    A tensor is appended after all of its inputs (post-order): the stack holds, for each tensor being
+    expanded, an iterator over its inputs, so the walk is the recursive one without the recursion. A
+    tensor reached along two paths is expanded once, and still comes after *every* tensor using it in
+    the reversed order, so each path's gradient arrives before the tensor is processed.
     """
-    order, visited = [], set()
-    stack = [(root, False)]
+    order, visited = [], {id(root)}
+    node = root._node
+    stack = [(root, iter(() if node is None else node.inputs))]
     while stack:
-        tensor, expanded = stack.pop()
-        if expanded:
+        tensor, inputs = stack[-1]
+        for p in inputs:
+            if (constants or p.requires_grad) and id(p) not in visited:
+                visited.add(id(p))
+                node = p._node
+                stack.append((p, iter(() if node is None else node.inputs)))
+                break
+        else:  # every input done
+            stack.pop()
             order.append(tensor)
-            continue
-        if id(tensor) in visited:
-            continue
-        visited.add(id(tensor))
-        stack.append((tensor, True))
-        node = tensor._node
-        if node is not None:
-            stack.extend((p, False) for p in reversed(node.inputs)
-                         if (constants or p.requires_grad) and id(p) not in visited)
     return order
 
 
@@ -272,24 +280,27 @@ def _read_only(g: np.ndarray) -> np.ndarray:
     return view
 
 
-def _input_grads(node: Node, grad: np.ndarray) -> tuple:
-    anomaly = _detect_anomaly.get()
+def _input_grads(node: Node, grad: np.ndarray, anomaly: bool, profiler: Callable | None, tape) -> tuple:
+    """The gradients ``node``'s op returns for its inputs, given ``grad`` (read-only) for its output;
+    ``anomaly``, ``profiler`` and ``tape`` are the modes of the backward pass (read once for the pass)."""
     if anomaly and hasattr(node.ctx, "_anomaly_inputs"):
         _check_inputs_unchanged(node)
-    tape, given = _tape.get(), grad
-    grad = _read_only(grad)
-    profiler = _profiler.get()
-    start = time.perf_counter()
+    given = grad
+    if tape is not None or type(grad) is not np.ndarray or grad.flags.writeable:  # else read-only already
+        grad = _read_only(grad)
     try:
-        grads = node.op.backward(node.ctx, grad)
+        if profiler is None:
+            grads = node.op.backward(node.ctx, grad)
+        else:
+            start = time.perf_counter()
+            grads = node.op.backward(node.ctx, grad)
+            profiler(node.op, "backward", time.perf_counter() - start, node.ctx)
     except ValueError as e:
         if "read-only" not in str(e):
             raise
         raise RuntimeError(f"{node.name}.backward wrote into the gradient it was given; that array may be "
                            f"another tensor's gradient too, so it is read-only: compute a new array "
                            f"(g = g * 2, not g *= 2)") from e
-    if profiler is not None:
-        profiler(node.op, "backward", time.perf_counter() - start, node.ctx)
     grads = grads if isinstance(grads, tuple) else (grads,)
     if len(grads) != len(node.inputs):
         raise RuntimeError(f"{node.name}.backward returned {len(grads)} gradients for "
@@ -322,6 +333,8 @@ def _backward(root, grad: np.ndarray, retain_graph: bool) -> None:
         raise RuntimeError(f"backward: {_describe(released)} was made by an op whose graph an earlier backward() "
                            f"released; pass retain_graph=True to that earlier call to run backward through it "
                            f"again, or use .detach() to treat it as a constant")
+    # the modes, once for the pass (a mode an op's backward sets is reset before it returns)
+    anomaly, profiler, tape = _detect_anomaly.get(), _profiler.get(), _tape.get()
     grads = {id(root): grad}
     for tensor in reversed(order):
         g = grads.pop(id(tensor), None)
@@ -333,10 +346,12 @@ def _backward(root, grad: np.ndarray, retain_graph: bool) -> None:
             tensor.grad = _step(np.array, g) if tensor.grad is None else _step(np.add, tensor.grad, g)
         if node is None:
             continue
-        for i, (parent, pg) in enumerate(zip(node.inputs, _input_grads(node, g))):
+        for i, (parent, pg) in enumerate(zip(node.inputs, _input_grads(node, g, anomaly, profiler, tape))):
             if pg is None or not parent.requires_grad:
                 continue
-            pg = _step(_as_gradient_of, pg, parent.shape, parent.dtype, node.name, i)
+            data = parent.data
+            if type(pg) is not np.ndarray or pg.shape != data.shape or pg.dtype != data.dtype:
+                pg = _step(_as_gradient_of, pg, data.shape, data.dtype, node.name, i)  # else it is already
             key = id(parent)
             grads[key] = pg if key not in grads else _step(np.add, grads[key], pg)
         if not retain_graph:
