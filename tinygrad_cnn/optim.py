@@ -26,14 +26,33 @@ Adam with decoupled weight decay (AdamW, Loshchilov & Hutter 2019)::
     mhat = m / (1 - b1^t),   vhat = v / (1 - b2^t)    (bias correction: m and v start at 0)
     p <- p - lr * wd * p - lr * mhat / (sqrt(vhat) + eps)
 
+RMSprop, PyTorch semantics (Tieleman & Hinton 2012; ``a`` = ``decay``; weight decay as in SGD)::
+
+    g <- g + wd * p
+    v <- a * v + (1 - a) * g^2                        (moving average of g^2; no bias correction)
+    d = sqrt(v) + eps                                 (eps outside the sqrt, as PyTorch; Keras puts it inside)
+    centered:  g_avg <- a * g_avg + (1 - a) * g,   d = sqrt(max(v - g_avg^2, 0)) + eps
+    buf <- mu * buf + g / d,   p <- p - lr * buf      (p - lr * g / d when mu = 0)
+
+``v - g_avg^2`` is >= 0 in exact arithmetic but rounding can make it slightly negative (a gradient that
+stays constant for many steps does it in float32), where PyTorch's sqrt returns NaN; here it is clamped
+at 0. That is the only difference from ``torch.optim.RMSprop``.
+
+Gradient clipping by the global norm (:func:`clip_grad_norm`, PyTorch's ``clip_grad_norm_`` made pure),
+with ``n`` the L2 norm of all gradient entries together::
+
+    g <- g * min(1, max_norm / (n + 1e-6))
+
 The state is a dict: ``{"step": int, "velocity": tree or None}`` for SGD (``None`` without momentum),
-``{"step": int, "m": tree, "v": tree}`` for Adam; moment trees mirror ``params``. It is a pytree of
-arrays and ints, so ``tinygrad_cnn.io.save`` can checkpoint it.
+``{"step": int, "m": tree, "v": tree}`` for Adam, ``{"step": int, "v": tree, "g_avg": tree or None,
+"buf": tree or None}`` for RMSprop (``g_avg`` when centered, ``buf`` with momentum); moment trees
+mirror ``params``. It is a pytree of arrays, ints and ``None``, so ``tinygrad_cnn.io.save`` can
+checkpoint it.
 
 Dtypes: every returned parameter has its input's dtype (float32 stays float32): gradients are cast to
 the parameter's dtype and all scalars (``lr``, betas, bias corrections) are Python floats, which NumPy
 treats as "weak" and never upcasts with. Moment trees have the parameters' dtypes too, except that Adam
-keeps float16 parameters' moments (and does their arithmetic) in float32.
+and RMSprop keep float16 parameters' moments (and do their arithmetic) in float32.
 """
 
 from __future__ import annotations
@@ -47,7 +66,8 @@ import numpy as np
 
 from .pytree import tree_flatten, tree_leaves, tree_map, tree_unflatten
 
-__all__ = ["Optimizer", "adam", "cosine_decay", "sgd", "step_decay", "warmup_cosine"]
+__all__ = ["Optimizer", "adam", "clip_grad_norm", "cosine_decay", "rmsprop", "sgd", "step_decay",
+           "warmup_cosine"]
 
 Schedule = Callable[[int], float]
 
@@ -139,7 +159,7 @@ def _zeros_like(params, dtype: Callable = lambda p: p.dtype):
 
 
 def _moment_dtype(p: np.ndarray) -> np.dtype:
-    """Adam's moments and arithmetic: the parameter's dtype, but at least float32 (in float16, eps = 1e-8
+    """Adam's and RMSprop's moments and arithmetic: the parameter's dtype, but at least float32 (in float16, eps = 1e-8
     rounds to 0 and small g^2 underflow, so 0 / 0 would give NaN)."""
     return np.promote_types(p.dtype, np.float32)
 
@@ -148,7 +168,7 @@ def _map_leaves(fn: Callable, n_out: int, params, *trees) -> list:
     """``fn(p, *xs) -> n_out arrays`` applied leafwise; returns ``n_out`` trees shaped like ``params``."""
     leaves, treedef = tree_flatten(params)
     outs = [fn(*xs) for xs in zip(leaves, *(tree_leaves(t) for t in trees), strict=True)]
-    return [tree_unflatten(treedef, [o[i] for o in outs]) for i in range(n_out)]
+    return [tree_unflatten(treedef, [np.asarray(o[i]) for o in outs]) for i in range(n_out)]  # 0-d stay arrays
 
 
 # ------------------------------------------------------------------------------------------ optimizers
@@ -251,6 +271,144 @@ def adam(lr, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay
 
     hyper = {"lr": lr, "b1": b1, "b2": b2, "eps": eps, "weight_decay": weight_decay}
     return Optimizer(name, hyper, init, update)
+
+
+def rmsprop(lr, decay: float = 0.99, eps: float = 1e-8, momentum: float = 0.0, centered: bool = False,
+            weight_decay: float = 0.0) -> Optimizer:
+    """RMSprop as ``torch.optim.RMSprop`` (``decay`` is PyTorch's ``alpha``): each step divides the gradient
+    by a moving root mean square of the past gradients.
+
+    ``lr``: a float > 0 or a schedule ``step -> lr``; ``0 <= decay < 1``; ``eps > 0`` (added outside
+    the sqrt); ``momentum >= 0``; ``centered=True`` divides by the moving standard deviation instead of
+    the root mean square (it also keeps the moving mean ``g_avg``); ``weight_decay >= 0`` adds
+    ``wd * p`` to the gradient (L2, as SGD). Formulas in the module docstring. No bias correction: with
+    the default ``decay`` the first step moves each entry by about ``lr * sign(g) / sqrt(1 - decay)``,
+    ten times ``lr``.
+
+    >>> opt = rmsprop(0.01, decay=0.0)                               # decay 0: steps of lr * g / (|g| + eps)
+    >>> params = {"w": np.ones(3, np.float32)}
+    >>> state = opt.init(params)                     # {"step": 0, "v": zeros, "g_avg": None, "buf": None}
+    >>> params, state = opt.update(params, {"w": np.array([2.0, -1.0, 0.0], np.float32)}, state)
+    >>> params["w"]
+    array([0.99, 1.01, 1.  ], dtype=float32)
+    """
+    name = "rmsprop"
+    schedule = _schedule(name, lr)
+    a = _real(name, "decay", decay, lambda v: 0 <= v < 1, "in [0, 1)")
+    eps = _real(name, "eps", eps, lambda v: v > 0, "> 0")
+    mu = _real(name, "momentum", momentum, lambda v: v >= 0, ">= 0")
+    wd = _real(name, "weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
+    centered = bool(centered)
+
+    def init(params) -> dict:
+        _check_like(name, params, params, "params")
+        zeros = lambda: _zeros_like(params, _moment_dtype)  # noqa: E731
+        return {"step": 0, "v": zeros(), "g_avg": zeros() if centered else None, "buf": zeros() if mu else None}
+
+    def update(params, grads, state: dict) -> tuple[Any, dict]:
+        _check_like(f"{name}.update", params, grads, "grads")
+        trees = [grads, state["v"]]
+        for key, used in (("g_avg", centered), ("buf", mu)):
+            if used:
+                _check_like(f"{name}.update", params, state[key], f"state[{key!r}]")
+                trees.append(state[key])
+        step = int(state["step"])
+        lr_t = _lr_at(name, schedule, step)
+
+        def leaf(p, g, v, *rest):
+            p = np.asarray(p)
+            g = np.asarray(g, dtype=_moment_dtype(p))
+            if wd:
+                g = g + wd * p
+            v = a * v + (1.0 - a) * (g * g)
+            out = [v]
+            if centered:
+                g_avg = a * rest[0] + (1.0 - a) * g
+                d = np.sqrt(np.maximum(v - g_avg * g_avg, 0.0)) + eps  # rounding can make v - g_avg^2 < 0
+                out.append(g_avg)
+            else:
+                d = np.sqrt(v) + eps
+            if mu:
+                buf = mu * rest[-1] + g / d
+                new_p = p - lr_t * buf
+                out.append(buf)
+            else:
+                new_p = p - lr_t * (g / d)
+            return new_p.astype(p.dtype, copy=False), *out
+
+        n_out = 2 + centered + bool(mu)
+        params, v, *rest = _map_leaves(leaf, n_out, params, *trees)
+        g_avg = rest.pop(0) if centered else None
+        buf = rest.pop(0) if mu else None
+        return params, {"step": step + 1, "v": v, "g_avg": g_avg, "buf": buf}
+
+    hyper = {"lr": lr, "decay": decay, "eps": eps, "momentum": momentum, "centered": centered,
+             "weight_decay": weight_decay}
+    return Optimizer(name, hyper, init, update)
+
+
+# ------------------------------------------------------------------------------------ gradient clipping
+
+def _leaves_with_paths(tree, path: str = ""):
+    """``(path, leaf)`` in ``tree_flatten`` order; paths read like Python: ``['conv1']['w']``."""
+    if isinstance(tree, dict):
+        for k in sorted(tree):
+            yield from _leaves_with_paths(tree[k], f"{path}[{k!r}]")
+    elif isinstance(tree, (list, tuple)):
+        for i, sub in enumerate(tree):
+            yield from _leaves_with_paths(sub, f"{path}[{i}]")
+    elif tree is not None:
+        yield path, tree
+
+
+def _l2_norm(x: np.ndarray) -> float:
+    """The L2 norm of ``x`` in float64; rescaled by the largest entry if the squares overflow."""
+    x = x.astype(np.float64).ravel()
+    with np.errstate(over="ignore"):
+        sq = float(np.dot(x, x))
+    if math.isinf(sq) and np.isfinite(x).all():
+        big = float(np.abs(x).max())
+        x = x / big
+        return big * math.sqrt(float(np.dot(x, x)))
+    return math.sqrt(sq)
+
+
+def clip_grad_norm(grads, max_norm: float) -> tuple[Any, float]:
+    """Scales all gradients together so that their global L2 norm is at most ``max_norm``, as PyTorch's
+    ``clip_grad_norm_`` but pure: returns ``(clipped, norm)``.
+
+    ``grads``: a pytree of floating-point ``np.ndarray`` leaves (what ``value_and_grad`` returns).
+    ``norm`` is a Python float, the global norm *before* clipping, ``sqrt(sum of g^2 over every
+    entry of every leaf)``, computed in float64 whatever the leaves' dtypes. Every leaf is multiplied
+    by ``min(1, max_norm / (norm + 1e-6))``, so directions are kept and the clipped norm is
+    ``max_norm`` (a hair under, as PyTorch) when ``norm > max_norm``; ``clipped`` has ``grads``'
+    structure, shapes and dtypes, in new arrays (``grads`` is not touched).
+
+    Non-finite norm (a NaN or inf in ``grads``, or a norm beyond float64's range): ``clipped`` holds
+    copies of ``grads`` unchanged and ``norm`` is ``nan`` or ``inf``, so the caller can test
+    ``math.isfinite(norm)`` and skip the step. (PyTorch multiplies by ``max_norm / nan`` or
+    ``max_norm / inf = 0``, which spreads NaN to every entry or zeros the finite ones.)
+
+    Errors: ValueError unless ``max_norm`` is a finite number > 0 (TypeError if not a number);
+    TypeError naming the leaf if a leaf is not a floating-point ``np.ndarray``.
+
+    >>> g, norm = clip_grad_norm({"w": np.array([3.0, 4.0], np.float32)}, max_norm=1.0)
+    >>> g["w"].round(4), norm                          # g * 1 / (5 + 1e-6): 0.5999999, 0.7999998
+    (array([0.6, 0.8], dtype=float32), 5.0)
+    """
+    name = "clip_grad_norm"
+    max_norm = _real(name, "max_norm", max_norm, lambda v: v > 0, "> 0")
+    leaves, treedef = tree_flatten(grads)
+    for path, g in _leaves_with_paths(grads):
+        if not isinstance(g, np.ndarray):
+            raise TypeError(f"{name}: grads{path} must be a np.ndarray, got {type(g).__name__}")
+        if not np.issubdtype(g.dtype, np.floating):
+            raise TypeError(f"{name}: grads{path} has dtype {g.dtype}; gradients must be floating point")
+    norm = math.hypot(*(_l2_norm(g) for g in leaves))  # hypot: no overflow when combining the leaves
+    if not math.isfinite(norm):
+        return tree_unflatten(treedef, [g.copy() for g in leaves]), norm
+    scale = min(1.0, max_norm / (norm + 1e-6))  # a Python float: keeps float16/float32 leaves' dtypes
+    return tree_unflatten(treedef, [np.asarray(g * scale) for g in leaves]), norm  # 0-d leaves stay arrays
 
 
 # ------------------------------------------------------------------------------------------- schedules
