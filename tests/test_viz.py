@@ -397,3 +397,221 @@ def test_save_graph_dot_source_and_missing_dot(tmp_path, monkeypatch):
     with pytest.raises(TypeError):
         save_graph("digraph {}", tmp_path / "g.dot")
     assert isinstance(graph, graphviz.Digraph)
+
+
+# ---------------------------------------------------------------------------------------------- #
+# A jitted plan
+
+_EDGE_ATTRS = re.compile(r"^\s*(n\d+) -> (n\d+)(?: \[(.*)\])?$", re.M)
+
+
+def plan_edges(graph, dotted=False):
+    """[(tail, head)] the way data flows: backward edges are written reversed with ``dir=back`` (the
+    backward pass is laid out upwards), and the dotted "saved arrays" links are left out unless asked."""
+    out = []
+    for tail, head, attrs in _EDGE_ATTRS.findall(graph.source):
+        if ("style=dotted" in attrs) != dotted:
+            continue
+        out.append((head, tail) if "dir=back" in attrs else (tail, head))
+    return out
+
+
+def jitted_cnn(name="cnn", rewrites=None, n=4, size=12):
+    """A jitted value_and_grad step of a reference CNN, called once; returns (step, params, state, x, y)."""
+    model = tc.models.get(name)
+    rng = np.random.default_rng(0)
+    params, state = model.init(rng, image_size=size)
+
+    def loss(params, x, y, state):
+        return tc.cross_entropy(model.apply(params, x, state=state, training=True), y)
+
+    step = tc.jit(tc.value_and_grad(loss), rewrites=rewrites)
+    x, y = rng.standard_normal((n, 1, size, size)).astype(np.float32), rng.integers(0, 10, n)
+    step(params, x, y, state)
+    return step, params, state, x, y
+
+
+def ops_in_order(nodes, suffix=""):
+    """First label lines of the op boxes (forward: grey, backward: orange), in the order drawn."""
+    fill = '"#fde4cf"' if suffix else '"#f2f2f2"'
+    return [lines[0] for _, (lines, attrs) in sorted(nodes.items(), key=lambda kv: int(kv[0][1:]))
+            if f"fillcolor={fill}" in attrs]
+
+
+def test_a_jitted_cnn_is_drawn_as_its_plan_runs_max_pool_before_relu():
+    step, *_ = jitted_cnn("cnn")
+    graph = draw_graph(step)
+    nodes, _ = parse(graph)
+    edges = plan_edges(graph)
+    (plan,) = step._plans.values()
+    forward = [what[0].__name__ for kind, what, _, _ in plan.program if kind == "forward"]
+    backward = [what.__name__ + ".backward" for kind, what, _, _ in plan.program if kind == "backward"]
+    assert ops_in_order(nodes) == forward and ops_in_order(nodes, ".backward") == backward
+    assert forward == ["Conv2d", "MaxPool2d", "Relu", "Conv2d", "MaxPool2d", "Relu", "Reshape", "Linear", "Relu",
+                       "Linear", "CrossEntropy"]
+    pools = [k for k, (lines, _) in nodes.items() if lines[0] == "MaxPool2d"]
+    relus = [k for k, (lines, _) in nodes.items() if lines[0] == "Relu"]
+    assert sum((p, r) in edges for p in pools for r in relus) == 2
+    assert not any((r, p) in edges for p in pools for r in relus)
+    # the pooled shape, learnt by running the rewritten plan (the trace's relu output was 4x larger)
+    assert [nodes[p][0][-1] for p in pools] == ["(4, 32, 5, 5)", "(4, 64, 1, 1)"]
+    assert "rewrites: relu_after_max_pool" in graph.source
+
+
+def test_without_rewrites_relu_comes_before_max_pool():
+    step, *_ = jitted_cnn("cnn", rewrites=())
+    graph = draw_graph(step)
+    nodes, _ = parse(graph)
+    edges = plan_edges(graph)
+    assert ops_in_order(nodes)[:3] == ["Conv2d", "Relu", "MaxPool2d"]
+    pools = [k for k, (lines, _) in nodes.items() if lines[0] == "MaxPool2d"]
+    relus = [k for k, (lines, _) in nodes.items() if lines[0] == "Relu"]
+    assert sum((r, p) in edges for p in pools for r in relus) == 2
+    assert not any((p, r) in edges for p in pools for r in relus)
+    assert [nodes[r][0][-1] for r in relus[:2]] == ["(4, 32, 10, 10)", "(4, 64, 3, 3)"]
+    assert "rewrites: none" in graph.source
+
+
+def test_plan_inputs_params_and_outputs_are_named_by_their_paths():
+    step, params, *_ = jitted_cnn("cnn-bn")
+    graph = draw_graph(step)
+    nodes, _ = parse(graph)
+    names = tc.pytree.tree_paths(params)
+    for name in names:
+        lines, attrs = nodes[node_with(nodes, name)]
+        assert "fillcolor=\"#cfe2ff\"" in attrs and lines[1].endswith("float32")     # parameters: blue boxes
+        out_lines, out_attrs = nodes[node_with(nodes, f"output 1/{name}")]
+        assert "peripheries=2" in out_attrs and out_lines[1] == lines[1]           # its gradient: same shape
+    assert nodes[node_with(nodes, "x")][0] == ["x", "(4, 1, 12, 12) float32"]
+    assert "shape=oval" in nodes[node_with(nodes, "y")][1]
+    assert "shape=oval" in nodes[node_with(nodes, "conv1/mean")][1]               # state: an input, no gradient
+    assert nodes[node_with(nodes, "output 0")][0] == ["output 0", "float"]
+    edges = re.findall(r"(n\d+) -> (n\d+) \[label=(\w+)", graph.source)
+    labelled = {(nodes[t][0][0], nodes[h][0][0], label) for t, h, label in edges}
+    assert ("y", "CrossEntropy", "labels") in labelled and ("conv2/var", "BatchNorm", "running_var") in labelled
+    groups = clusters(graph)
+    assert groups["conv1"] == sorted(["BatchNorm", "Conv2d", "conv1/beta", "conv1/gamma", "conv1/mean", "conv1/var",
+                                      "conv1/w"])
+    assert {line.split(".")[1] for line in groups["backward"] if "." in line} == {"backward"}
+    assert len([line for line in groups["backward"] if line.endswith(".backward")]) == 13
+    assert clusters(draw_graph(step, cluster=False)) == {}
+
+
+def test_drawing_a_plan_touches_no_array_of_yours():
+    model = tc.models.get("cnn-bn")
+    rng = np.random.default_rng(0)
+    params, state = model.init(rng, image_size=12)
+    closure_state = {k: {n: a + 1 for n, a in v.items()} for k, v in state.items()}
+    step = tc.jit(tc.value_and_grad(
+        lambda p, x, y: tc.cross_entropy(model.apply(p, x, state=closure_state, training=True), y)))
+    step(params, rng.standard_normal((4, 1, 12, 12)).astype(np.float32), np.arange(4))
+    before = [a.copy() for a in tc.pytree.tree_leaves((params, closure_state))]
+    nodes, _ = parse(draw_graph(step))
+    assert all(np.array_equal(a, b) for a, b in zip(tc.pytree.tree_leaves((params, closure_state)), before))
+    constants = [lines for lines, _ in nodes.values() if lines[0] == "constant"]
+    assert ["constant", "(32,) float32"] in constants  # the closure's running statistics
+
+
+def test_engine_steps_are_small_nodes_and_copies_are_left_out():
+    def f(w, b, x):
+        t = Tensor(x) @ w + b                 # b broadcast over the batch: the engine sums its gradient
+        return (t * t + t).sum()              # t used three times: two gradient sums
+
+    step = tc.jit(tc.value_and_grad(f, argnums=(0, 1)))
+    step(np.ones((3, 2), np.float32), np.zeros(2, np.float32), np.ones((4, 3), np.float32))
+    graph = draw_graph(step)
+    nodes, _ = parse(graph)
+    edges = plan_edges(graph)
+    sums = [k for k, (lines, _) in nodes.items() if lines == ["+"]]
+    assert len(sums) == 2 and all("shape=circle" in nodes[k][1] for k in sums)
+    unbroadcast = node_with(nodes, "sum to (2,)")
+    assert (unbroadcast, node_with(nodes, "output 1/1")) in edges
+    assert (node_with(nodes, "MatMul.backward"), node_with(nodes, "output 1/0")) in edges  # its copy: not drawn
+    assert not any(lines[0] in ("array", "copy") for lines, _ in nodes.values())
+    assert [nodes[node_with(nodes, n)][0][0] for n in ("w", "b", "x")] == ["w", "b", "x"]  # f's argument names
+    saved = plan_edges(graph, dotted=True)
+    assert (node_with(nodes, "MatMul"), node_with(nodes, "MatMul.backward")) in saved
+
+
+def test_arguments_with_the_same_paths_are_named_with_their_argument():
+    step = tc.jit(lambda p, g: (Tensor(p["w"]) * Tensor(g["w"])).data)
+    step({"w": np.ones(3)}, {"w": np.ones(3)})
+    lines = all_lines(parse(draw_graph(step))[0])
+    assert "p/w" in lines and "g/w" in lines
+
+
+def test_a_jitted_function_never_called_or_with_several_plans_explains_how_to_choose():
+    step = tc.jit(tc.value_and_grad(lambda w, x: (Tensor(x) @ w).sum()))
+    with pytest.raises(ValueError, match=r"draw_graph: jit\(value_and_grad\(<lambda>\)\) has no plan yet.*"
+                                         r"Call it once.*tc\.viz\.draw_plan\(step, \*args\)"):
+        draw_graph(step)
+    w = np.ones((3, 2), np.float32)
+    for n in (4, 8):
+        step(w, np.ones((n, 3), np.float32))
+    with pytest.raises(ValueError, match=r"has 2 plans") as info:
+        draw_graph(step)
+    message = str(info.value)
+    assert "plan=0: x float32(4, 3)" in message and "plan=1: x float32(8, 3)" in message
+    assert "w float32" not in message  # what both plans share is left out
+    assert "draw_graph(step, plan=i)" in message and "draw_plan" in message
+    assert "x\\n(8, 3) float32" in draw_graph(step, plan=1).source
+    assert "(4, 3) float32" in draw_graph(step, plan=list(step._plans.values())[0]).source
+    with pytest.raises(ValueError, match="plan=2 is out of range"):
+        draw_graph(step, plan=2)
+    with pytest.raises(TypeError, match="plan must be an int"):
+        draw_graph(step, plan="0")
+    with pytest.raises(ValueError, match="show_grads and profile annotate an eager graph"):
+        draw_graph(step, plan=0, show_grads=True)
+    with pytest.raises(TypeError, match="cluster must be None, True or False"):
+        draw_graph(step, plan=0, cluster=lambda t: None)
+    with pytest.raises(TypeError, match="plan= picks one of a tc.jit function's plans"):
+        draw_graph(Tensor(np.ones(2)), plan=0)
+
+
+def test_draw_plan_picks_or_traces_the_plan_for_example_arguments():
+    step = tc.jit(tc.value_and_grad(lambda w, x: (Tensor(x) @ w).sum()))
+    w = np.ones((3, 2), np.float32)
+    for n in (4, 8):
+        step(w, np.ones((n, 3), np.float32))
+    assert "(8, 3) float32" in tc.viz.draw_plan(step, w, np.zeros((8, 3), np.float32)).source
+    assert step.traces == 2  # found, not traced again
+    assert "(5, 3) float32" in tc.viz.draw_plan(step, w, np.zeros((5, 3), np.float32)).source
+    assert step.traces == 3
+    with pytest.raises(TypeError, match="draw_plan: step must be a tc.jit function"):
+        tc.viz.draw_plan(lambda x: x, w)
+
+
+class RefusesZeros(Function):
+    """Identity that refuses an all-zero input (as a user op might refuse some values)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        if not x.any():
+            raise ValueError("all zeros")
+        return x * 1
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def test_a_plan_that_fails_on_zeros_is_drawn_without_shapes():
+    step = tc.jit(tc.value_and_grad(lambda w: RefusesZeros.apply(w).sum()))
+    step(np.ones(3))
+    with pytest.warns(RuntimeWarning, match="running the plan on zeros to learn its shapes failed"):
+        nodes, _ = parse(draw_graph(step))
+    assert nodes[node_with(nodes, "RefusesZeros")][0] == ["RefusesZeros"]
+    assert nodes[node_with(nodes, "w")][0] == ["w", "(3,) float64"]  # the inputs' shapes are the signature's
+    assert nodes[node_with(nodes, "RefusesZeros")][0] == parse(draw_graph(step, show_shapes=False))[0][
+        node_with(nodes, "RefusesZeros")][0]
+
+
+@needs_dot
+def test_a_plan_renders_to_svg_with_every_label():
+    step, *_ = jitted_cnn("cnn-bn")
+    graph = draw_graph(step)
+    svg = graph.pipe(format="svg")
+    texts = {el.text for el in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}text")}
+    for lines, _ in parse(graph)[0].values():
+        for line in lines:
+            assert line in texts, (line, texts)

@@ -95,6 +95,7 @@ def value_and_grad(f: Callable, argnums: int | tuple[int, ...] = 0, has_aux: boo
 
     wrapped.__name__ = f"value_and_grad({getattr(f, '__name__', 'f')})"
     wrapped.__doc__ = f.__doc__
+    wrapped.__wrapped__ = f  # inspect.signature shows f's arguments (draw_graph names a jitted step's inputs by them)
     return wrapped
 
 
@@ -107,4 +108,5 @@ def grad(f: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False)
         return (grads, value[1]) if has_aux else grads
 
     wrapped.__name__ = f"grad({getattr(f, '__name__', 'f')})"
+    wrapped.__wrapped__ = f
     return wrapped

@@ -26,10 +26,25 @@ Optional annotations: ``show_grads`` adds each tensor's gradient norm (needs
 kept for backward, colours the ops by their share of the time, and puts totals in the caption.
 The profile comes from :func:`profile`, a recorder built on ``autograd.record_profile``, the engine's
 one optional hook (nothing here touches the ops).
+
+**A jitted plan.** ``draw_graph(step)`` for a ``tc.jit`` function draws the plan its calls replay
+(``jit.Plan.program``), not a graph of tensors: the forward ops in the order they run, so after the
+rewrites (``MaxPool2d`` before ``Relu``), as grey boxes with their output shapes; each op's backward as an
+orange box in a "backward" cluster, drawn level with its forward op (a dotted line: it reads the
+arrays that op saved) so the backward pass climbs back up beside the forward pass; the engine's own
+steps as small grey nodes ("+" sums the gradients of a value used twice, "sum to (2,)" un-broadcasts,
+"as float32" casts; the copies that make each call return new memory are left out); inputs named
+by their place in the call's arguments ("conv1/w" inside a params dict, "x" by the parameter's name),
+parameters (inputs an op needs a gradient for) as blue boxes; outputs as double ovals named by their
+path in what the call returns ("output 1/conv1/w"). A keyword argument that is an array (labels,
+running statistics, a dropout generator) is an edge labelled with its keyword. The shapes come from
+running the program once on zeros of the signature's shapes (copies of its constants: nothing of
+yours is touched); ``show_shapes=False`` skips that run.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import os
@@ -45,12 +60,16 @@ import numpy as np
 
 from . import autograd
 from .files import atomic_write
+from .jit import Jitted, Plan, _rebuild, _signature
+from .pytree import tree_leaves, tree_paths, tree_unflatten
 from .tensor import Tensor
 
-__all__ = ["draw_graph", "save_graph", "profile", "Profile", "param_tensors"]
+__all__ = ["draw_graph", "draw_plan", "save_graph", "profile", "Profile", "param_tensors"]
 
 _PARAM_FILL = "#cfe2ff"    # parameters: light blue boxes
 _OP_FILL = "#f2f2f2"       # ops: light grey rounded boxes
+_BACKWARD_FILL = "#fde4cf"  # a jitted plan's backward ops: light orange rounded boxes
+_STEP_COLOR = "#777777"     # a jitted plan's engine steps (gradient sums, un-broadcasting): small grey nodes
 _CLUSTER_COLOR = "#8c8c8c"
 _NO_COMPACT = {"shape", "axes", "axis", "index"}  # kwargs whose tuples must keep every entry
 
@@ -324,10 +343,11 @@ def _depth_and_width(order: list[Tensor]) -> tuple[int, int]:
     return len(counts), int(counts.max())
 
 
-def draw_graph(output: Tensor, *, show_shapes: bool = True, show_grads: bool = False, profile: Profile | None = None,
-               rankdir: str | None = None, cluster: bool | Callable[[Tensor], str | None] | None = None,
-               max_label: int = 40) -> graphviz.Digraph:
-    """A ``graphviz.Digraph`` of everything ``output`` was computed from.
+def draw_graph(output: Tensor | Jitted, *, show_shapes: bool = True, show_grads: bool = False,
+               profile: Profile | None = None, rankdir: str | None = None,
+               cluster: bool | Callable[[Tensor], str | None] | None = None, max_label: int = 40,
+               plan: int | Plan | None = None) -> graphviz.Digraph:
+    """A ``graphviz.Digraph`` of everything ``output`` was computed from, or of a ``tc.jit`` function's plan.
 
     Nodes: one per recorded op (name, arguments, output shape) and one per leaf tensor (name, shape,
     dtype); parameters are blue boxes, inputs and constants white ovals, the output has a double border.
@@ -335,7 +355,8 @@ def draw_graph(output: Tensor, *, show_shapes: bool = True, show_grads: bool = F
 
     Args:
         output: the Tensor to draw back from (usually the loss). Draw *before* a plain ``backward()``,
-            which releases the graph, or use ``backward(retain_graph=True)``.
+            which releases the graph, or use ``backward(retain_graph=True)``. Or a ``tc.jit`` function,
+            called at least once: its plan (below).
         show_shapes: put shapes (and leaves' dtypes) on the nodes.
         show_grads: put ``|grad|``, the L2 norm of each tensor's gradient, on the nodes (leaves: their
             ``.grad``; ops: their output's ``.grad``). Needs ``output.backward(retain_graph=True)``
@@ -354,12 +375,30 @@ def draw_graph(output: Tensor, *, show_shapes: bool = True, show_grads: bool = F
             leaf and each op's output tensor (``tensor.op`` is the op's name) and names its cluster.
         max_label: the widest a label line may be, in characters; longer argument lists wrap, longer
             single items are cut with "…".
+        plan: with a ``tc.jit`` function as ``output``, which of its plans to draw (one per signature it
+            was called with): an index in the order they were traced, or the Plan itself. Needed only
+            when it has several; :func:`draw_plan` picks the plan for example arguments instead.
+
+    Given a ``tc.jit`` function (``output=step``), draws the plan its calls replay: the ops in the order
+    they run after the rewrites, each op's backward, the engine's own steps, and the outputs (module
+    docstring). ``ValueError`` if ``step`` was never called, or has several plans and ``plan`` is not
+    given. ``show_grads`` and ``profile`` belong to eager graphs and are refused; ``cluster`` may be
+    None/True (parameter-name prefixes, and one "backward" box) or False.
 
     Returns a ``graphviz.Digraph``: shown inline in Jupyter, ``.source`` is the DOT text,
     ``.pipe(format="svg")`` / ``.render()`` and :func:`save_graph` need Graphviz's ``dot`` program.
     """
-    if not isinstance(output, Tensor):
-        raise TypeError(f"draw_graph: output must be a Tensor, got {type(output).__name__}")
+    if isinstance(output, Jitted):
+        if show_grads or profile is not None:
+            raise ValueError("draw_graph: show_grads and profile annotate an eager graph (draw the loss Tensor "
+                             "of a step run without tc.jit); a jitted plan has neither gradients nor timings")
+        if not (cluster is None or isinstance(cluster, bool)):
+            raise TypeError(f"draw_graph: for a jitted plan cluster must be None, True or False, got "
+                            f"{type(cluster).__name__}")
+    elif plan is not None:
+        raise TypeError("draw_graph: plan= picks one of a tc.jit function's plans; output is not one")
+    elif not isinstance(output, Tensor):
+        raise TypeError(f"draw_graph: output must be a Tensor or a tc.jit function, got {type(output).__name__}")
     if profile is not None and not isinstance(profile, Profile):
         raise TypeError(f"draw_graph: profile must be the recorder from `with tc.viz.profile() as prof:`, "
                         f"got {type(profile).__name__}")
@@ -369,6 +408,9 @@ def draw_graph(output: Tensor, *, show_shapes: bool = True, show_grads: bool = F
         raise TypeError(f"draw_graph: cluster must be None, a bool or a callable, got {type(cluster).__name__}")
     if not isinstance(max_label, int) or max_label < 8:
         raise ValueError(f"draw_graph: max_label must be an int >= 8, got {max_label!r}")
+    if isinstance(output, Jitted):
+        return _draw_plan(output, _select_plan(output, plan), show_shapes=show_shapes, rankdir=rankdir,
+                          cluster=cluster is not False, max_label=max_label)
     if show_grads and output.grad is None:
         raise ValueError("draw_graph(show_grads=True): the output has no gradient yet. Run "
                          "output.backward(retain_graph=True) first: a plain backward() releases the graph "
@@ -469,6 +511,348 @@ def draw_graph(output: Tensor, *, show_shapes: bool = True, show_grads: bool = F
             for parent in t._node.inputs:
                 graph.edge(ids[id(parent)], ids[id(t)])
     return graph
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Drawing a jitted plan
+
+
+def _select_plan(step: Jitted, plan: int | Plan | None) -> tuple[tuple, Plan]:
+    """``(signature, Plan)``: the plan ``plan`` names, or ``step``'s only plan."""
+    plans = list(step._plans.items())
+    how = "or draw the plan for example arguments with tc.viz.draw_plan(step, *args)"
+    if not plans:
+        raise ValueError(f"draw_graph: {step.__name__} has no plan yet: a tc.jit function traces its plan on its "
+                         f"first call. Call it once (step(*args)) and then draw it, {how}")
+    if isinstance(plan, Plan):
+        found = [entry for entry in plans if entry[1] is plan]
+        if not found:
+            raise ValueError(f"draw_graph: plan= is not one of {step.__name__}'s plans")
+        return found[0]
+    if plan is not None and (not isinstance(plan, (int, np.integer)) or isinstance(plan, bool)):
+        raise TypeError(f"draw_graph: plan must be an int (the plan's index) or a Plan, got {type(plan).__name__}")
+    if plan is None and len(plans) == 1:
+        return plans[0]
+    if plan is not None and -len(plans) <= plan < len(plans):
+        return plans[plan]
+    listing = "\n".join(f"  plan={i}: {text}" for i, text in enumerate(_describe_signatures(step)))
+    wanted = "" if plan is None else f"plan={plan} is out of range. "
+    raise ValueError(f"draw_graph: {wanted}{step.__name__} has {len(plans)} plans, one per signature it was "
+                     f"called with (what differs between them):\n{listing}\nChoose one with "
+                     f"draw_graph(step, plan=i), {how}")
+
+
+def _positional_names(fn: Callable) -> list[str]:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _leaf_names(fn: Callable, treedef) -> list[str]:
+    """A name for every leaf of a call's arguments, in ``tree_flatten`` order (as jit flattens them).
+
+    A leaf inside a dict/list argument is named by its path there, as ``value_and_grad`` names
+    parameters ("conv1/w"); an argument that is a leaf by its parameter name in ``fn``'s signature
+    ("x"), or "arg<n>"; a keyword argument by its keyword. When two arguments hold the same path
+    (params and grads), every path is prefixed with its argument's name ("p/conv1/w").
+    """
+    args, kwargs = tree_unflatten(treedef, list(range(treedef.num_leaves)))
+    positional = _positional_names(fn)
+    owners = [(positional[n] if n < len(positional) else f"arg{n}", a) for n, a in enumerate(args)]
+    owners += sorted(kwargs.items())
+    where = {}  # leaf index -> (argument name, path inside the argument)
+    for arg_name, tree in owners:
+        for index, path in zip(tree_leaves(tree), tree_paths(tree)):
+            where[index] = (arg_name, path)
+    paths = [path for _, path in where.values() if path]
+    clash = len(set(paths)) < len(paths) or bool(set(paths) & {name for name, _ in owners})
+    return [f"{arg}/{path}" if path and clash else (path or arg) for arg, path in (where[i] for i in sorted(where))]
+
+
+def _describe_leaf(name: str, part: tuple) -> str:
+    if part[0] == "array":
+        return f"{name} {np.dtype(part[2]).name}{_shape(part[1])}"
+    if part[0] == "rng":
+        return f"{name} Generator"
+    return f"{name}={part[2]!r}"
+
+
+def _describe_signatures(step: Jitted) -> list[str]:
+    """Per plan, the argument leaves (and static arguments) that not all of ``step``'s plans share."""
+    positional = _positional_names(step.fn)
+    described = []
+    for treedef, parts, static in step._plans:
+        texts = [_describe_leaf(name, part) for name, part in zip(_leaf_names(step.fn, treedef), parts)]
+        texts += [f"{positional[n] if n < len(positional) else f'arg{n}'}={value!r}" for n, value in static]
+        described.append(texts)
+    common = set.intersection(*(set(texts) for texts in described))
+    out = []
+    for texts in described:
+        differ = [t for t in texts if t not in common] or ["the same leaves, in another tree structure"]
+        out.append(", ".join(differ[:4]) + (f", … ({len(differ) - 4} more)" if len(differ) > 4 else ""))
+    return out
+
+
+def _input_parts(key: tuple) -> list[tuple]:
+    return [part for part in key[1] if part[0] in ("array", "rng")]
+
+
+def _shapes_by_running(plan: Plan, key: tuple) -> dict[int, tuple]:
+    """``{slot: (shape, dtype)}`` of every array the plan makes, learnt by running its program once on
+    zeros of the signature's shapes (a rewrite may change what a slot holds, so the trace's own arrays
+    do not tell). Its constants are copied first: nothing the user holds is written. ``{}`` (with a
+    warning) if an op refuses the zeros."""
+    slots: list = [None] * plan.n_slots
+    slots[:plan.n_inputs] = [np.zeros(part[1], np.dtype(part[2])) if part[0] == "array" else np.random.default_rng(0)
+                             for part in _input_parts(key)]
+    for index, value in plan.constants.items():
+        writable = isinstance(value, np.ndarray) and value.flags.writeable
+        slots[index] = copy.deepcopy(value) if writable or isinstance(value, np.random.Generator) else value
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for kind, what, spec, out in plan.program:
+                args = [_rebuild(s, slots) for s in spec]
+                if kind == "context":
+                    slots[out] = autograd.Context(what)
+                elif kind == "forward":
+                    slots[out] = what[0].forward(*args, **{k: _rebuild(v, slots) for k, v in what[1]})
+                elif kind == "one":
+                    slots[out] = what(*args)
+                else:
+                    results = (what.backward(args[0], autograd._read_only(args[1])) if kind == "backward"
+                               else what(*args))
+                    for index, value in zip(out, results if isinstance(results, tuple) else (results,)):
+                        if index is not None:
+                            slots[index] = value
+    except Exception as e:  # a user op that refuses zeros: draw without shapes rather than fail
+        warnings.warn(f"draw_graph: running the plan on zeros to learn its shapes failed ({type(e).__name__}: "
+                      f"{e}); drawn without the shapes of its ops", RuntimeWarning, stacklevel=4)
+        return {}
+    return {i: (np.shape(v), np.result_type(v)) for i, v in enumerate(slots) if isinstance(v, (np.ndarray, np.generic))}
+
+
+def _specs(spec) -> list[int]:
+    """The slots an argument spec reads, in order."""
+    kind, value = spec
+    if kind == "slot":
+        return [value]
+    if kind == "tuple":
+        return [i for v in value for i in _specs(v)]
+    return []
+
+
+def _spec_value(spec) -> Any:
+    """An argument spec as a value for the label; ``_SLOT`` where it reads a slot (drawn as an edge)."""
+    kind, value = spec
+    if kind == "slot":
+        return _SLOT
+    if kind == "tuple":
+        values = tuple(_spec_value(v) for v in value)
+        return _SLOT if any(v is _SLOT for v in values) else values
+    return value
+
+
+_SLOT = object()
+
+
+def _engine_label(fn: Callable, spec: tuple, shapes: dict) -> list[str]:
+    """Short labels for the engine's own steps: "+" for a gradient sum, what un-broadcasting does."""
+    if fn is np.add:
+        return ["+"]
+    if fn is autograd._as_gradient_of:
+        shape, dtype = _spec_value(spec[1]), np.dtype(_spec_value(spec[2]))
+        given = shapes.get(spec[0][1]) if spec[0][0] == "slot" else None
+        if given is None:
+            return [f"to {_shape(shape)} {dtype.name}"]
+        lines = [f"sum to {_shape(shape)}"] if tuple(given[0]) != tuple(shape) else []
+        return lines + ([f"as {dtype.name}"] if given[1] != dtype else [])
+    return [getattr(fn, "__name__", type(fn).__name__)]
+
+
+def _draw_plan(step: Jitted, selected: tuple[tuple, Plan], *, show_shapes: bool, rankdir: str | None,
+               cluster: bool, max_label: int) -> graphviz.Digraph:
+    """The plan as it runs: ``("forward", ...)`` instructions as op boxes in program order (so after the
+    rewrites), ``("backward", ...)`` as orange boxes in a "backward" cluster, each linked by a dotted
+    line to the forward op whose saved arrays it reads, the engine's steps as small grey nodes (a copy
+    the engine makes so that each call returns new memory is not drawn), inputs by their names in the
+    call's arguments, outputs by their paths in what the call returns."""
+    key, plan = selected
+    shapes = _shapes_by_running(plan, key) if show_shapes else {}
+    input_names = [name for name, part in zip(_leaf_names(step.fn, key[0]), key[1]) if part[0] in ("array", "rng")]
+    input_parts = _input_parts(key)
+    needs = {out: what for kind, what, _, out in plan.program if kind == "context"}
+    params = set()  # inputs some op needs a gradient for: drawn as parameters
+    for kind, _, spec, _ in plan.program:
+        if kind == "forward":
+            params.update(s[1] for s, need in zip(spec[1:], needs[spec[0][1]][:len(spec) - 1])
+                          if need and s[0] == "slot" and s[1] < plan.n_inputs)
+
+    nodes: dict[str, tuple[list[str], dict, str | None]] = {}  # id -> (label lines, attrs, group)
+    edges: list[tuple[str, str, dict]] = []
+    producer: dict[int, str] = {}   # slot -> the node that makes it
+    group_of: dict[str, str | None] = {}
+    upward: set[str] = set()        # the backward pass's nodes, laid out from the loss upwards
+    backward = "backward" if cluster else None
+
+    def new_node(lines: list[str], attrs: dict, group: str | None, back: bool = False) -> str:
+        node_id = f"n{len(nodes)}"
+        lines = [line if len(line) <= max_label else line[: max_label - 1] + "…" for line in lines]
+        nodes[node_id] = (lines, attrs, group)
+        group_of[node_id] = group
+        if back:
+            upward.add(node_id)
+        return node_id
+
+    def source(slot: int, back: bool) -> str:
+        """The node that makes ``slot``: an instruction, or an input/constant node made on first use."""
+        if slot in producer:
+            return producer[slot]
+        if slot < plan.n_inputs:
+            name, part = input_names[slot], input_parts[slot]
+            attrs = ({"shape": "box", "style": "filled", "fillcolor": _PARAM_FILL} if slot in params
+                     else {"shape": "oval", "style": "solid"})
+            lines = [name] + ([f"{_shape(part[1])} {np.dtype(part[2]).name}"] if show_shapes and part[0] == "array"
+                              else [])
+            if part[0] == "rng":
+                lines.append("Generator")
+            layer = name.rsplit("/", 1)[0] if cluster and "/" in name else None
+            producer[slot] = new_node(lines, attrs, layer)
+        else:
+            value = plan.constants.get(slot)
+            attrs = {"shape": "oval", "style": "solid"}
+            if isinstance(value, np.ndarray) and value.ndim == 0:
+                lines, attrs = [_format_value(value.item())], {**attrs, "fontsize": "9", "height": "0.2"}
+            elif isinstance(value, np.ndarray):
+                lines = ["constant"] + ([f"{_shape(value.shape)} {value.dtype}"] if show_shapes else [])
+            else:
+                lines = ["constant", type(value).__name__]
+            producer[slot] = new_node(lines, attrs, backward if back else None, back)
+        return producer[slot]
+
+    def connect(spec, head: str, back: bool, label: str | None = None) -> None:
+        for slot in _specs(spec):
+            attrs = {} if label is None else {"label": label, "fontname": "Helvetica", "fontsize": "8",
+                                              "fontcolor": "#555555"}
+            edges.append((source(slot, back), head, attrs))
+
+    op_of_context: dict[int, str] = {}
+    counts = {"forward": 0, "backward": 0, "engine": 0}
+    for kind, what, spec, out in plan.program:
+        if kind == "context":
+            continue
+        if kind == "forward":
+            op, kwargs = what
+            shown = {k: _spec_value(v) for k, v in kwargs}
+            lines = [op.__name__] + _fit(_format_kwargs(op, {k: v for k, v in shown.items() if v is not _SLOT}),
+                                         max_label)
+            if out in shapes:
+                lines.append(_shape(shapes[out][0]))
+            inputs = [s[1] for s in spec[1:] if s[0] == "slot"] + [i for _, v in kwargs for i in _specs(v)]
+            layers = {group_of[source(i, False)] for i in inputs if i < plan.n_inputs} - {None}
+            node = new_node(lines, {"shape": "box", "style": "rounded,filled", "fillcolor": _OP_FILL},
+                            layers.pop() if len(layers) == 1 else None)
+            for s in spec[1:]:
+                connect(s, node, False)
+            for k, v in kwargs:
+                connect(v, node, False, label=k)
+            op_of_context[spec[0][1]] = producer[out] = node
+            counts["forward"] += 1
+        elif kind == "backward":
+            node = new_node([f"{what.__name__}.backward"],
+                            {"shape": "box", "style": "rounded,filled", "fillcolor": _BACKWARD_FILL}, backward, True)
+            connect(spec[1], node, True)
+            if spec[0][1] in op_of_context:  # the arrays its forward saved; drawn level with it
+                edges.append((op_of_context[spec[0][1]], node, _SAVED))
+            for slot in out:
+                if slot is not None:
+                    producer[slot] = node
+            counts["backward"] += 1
+        elif what is np.array and len(spec) == 1 and spec[0][0] == "slot":
+            producer[out] = source(spec[0][1], True)  # a copy, so that the call returns new memory
+        else:
+            lines = _engine_label(what, spec, shapes)
+            attrs = {"fontsize": "9", "color": _STEP_COLOR, "fontcolor": _STEP_COLOR}
+            if lines == ["+"]:
+                attrs.update(shape="circle", width="0.3", height="0.3", fixedsize="true", margin="0")
+            else:
+                attrs.update(shape="box", style="dashed", height="0.2")
+            node = new_node(lines, attrs, backward, True)
+            for s in spec:
+                connect(s, node, True)
+            for slot in out if isinstance(out, tuple) else (out,):
+                if slot is not None:
+                    producer[slot] = node
+            counts["engine"] += 1
+
+    out_paths = tree_paths(tree_unflatten(plan.out_treedef, list(range(len(plan.outputs)))))
+    for path, (kind, value) in zip(out_paths, plan.outputs):
+        lines = [f"output {path}" if path else "output"]
+        if kind == "const":
+            lines.append(_format_value(value))
+        elif show_shapes:
+            lines.append("float" if kind == "float" else
+                         f"{_shape(shapes[value][0])} {shapes[value][1]}" if value in shapes else "")
+        node = new_node([line for line in lines if line], {"shape": "oval", "peripheries": "2", "penwidth": "1.5"},
+                        None)
+        if kind != "const":
+            edges.append((source(value, False), node, {}))
+
+    graph = graphviz.Digraph(
+        name=step.__name__,
+        graph_attr={"rankdir": rankdir or "TB", "nodesep": "0.25", "ranksep": "0.35"},
+        node_attr={"fontname": "Helvetica", "fontsize": "10", "margin": "0.08,0.04", "height": "0.3"},
+        edge_attr={"arrowsize": "0.6", "color": "#555555"},
+    )
+    rewrites = ", ".join(step.rewrites) or "none"
+    graph.attr(label=_label([f"{step.__name__}: {counts['forward']} ops, {counts['backward']} backward, "
+                             f"{counts['engine']} engine steps; rewrites: {rewrites}"]),
+               labelloc="t", fontname="Helvetica", fontsize="11")
+    groups: dict[str | None, list[str]] = defaultdict(list)
+    for node_id, (_, _, group) in nodes.items():
+        groups[group].append(node_id)
+    for k, (name, members) in enumerate(groups.items()):
+        if name is None:
+            for node_id in members:
+                graph.node(node_id, _label(nodes[node_id][0]), **nodes[node_id][1])
+            continue
+        with graph.subgraph(name=f"cluster_{k}") as sub:
+            sub.attr(label=_label([name]), style="rounded,dashed", color=_CLUSTER_COLOR,
+                     fontname="Helvetica", fontsize="10", labeljust="l")
+            for node_id in members:
+                sub.node(node_id, _label(nodes[node_id][0]), **nodes[node_id][1])
+    for tail, head, attrs in edges:
+        if attrs is not _SAVED and (tail in upward or head in upward):  # the backward pass runs upwards
+            graph.edge(head, tail, dir="back", **attrs)
+        else:
+            graph.edge(tail, head, **attrs)
+    return graph
+
+
+_SAVED = {"style": "dotted", "color": "#aaaaaa", "arrowhead": "none", "minlen": "0"}
+
+
+def draw_plan(step: Jitted, *args, **kwargs) -> graphviz.Digraph:
+    """``draw_graph`` of the plan that ``step(*args, **kwargs)`` replays (a ``tc.jit`` function has one
+    plan per signature: shapes, dtypes, tree structure, static values).
+
+    If ``step`` has no plan for these arguments yet, calls ``step(*args, **kwargs)`` once to trace it:
+    a call like any other (batch-norm statistics passed in are updated). To pass drawing options, use
+    ``draw_graph(step, plan=i, ...)``.
+    """
+    if not isinstance(step, Jitted):
+        raise TypeError(f"draw_plan: step must be a tc.jit function, got {type(step).__name__}")
+    static, _, leaves, treedef = step._split(args, kwargs)
+    key = _signature(treedef, leaves, static)
+    try:
+        known = key in step._plans
+    except TypeError:  # unhashable arguments: the call below raises jit's own error
+        known = False
+    if not known:
+        step(*args, **kwargs)
+    return draw_graph(step, plan=list(step._plans).index(key))
 
 
 # ---------------------------------------------------------------------------------------------- #
