@@ -1,13 +1,15 @@
 """conv2d: the notes' worked examples, gradients against finite differences and TensorFlow over random
-configurations (strides, dilation, int / pair / "same" / "valid" padding, all padding modes, bias),
-linearity, float32 discipline, and errors."""
+configurations (strides, dilation, int / pair / "same" / "valid" padding, all padding modes, bias,
+groups and depthwise), linearity, float32 discipline, real sizes, and errors."""
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import tinygrad_cnn as tc
+from conv_reference import reference_conv2d, reference_conv2d_weight_grad, reference_conv_transpose2d
+from reference import our_grads, random_upstream, tf_grads
 from tinygrad_cnn import Tensor
 from tinygrad_cnn.ops.windows import pad_index, resolve_padding
 from tinygrad_cnn.testing import arrays, conv_configs
@@ -181,3 +183,130 @@ def test_conv2d_type_errors():
         tc.conv2d(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), stride=1.5)
     with pytest.raises(TypeError, match="conv2d: x must be a Tensor or an np.ndarray, got str"):
         tc.conv2d("image", np.zeros((1, 1, 3, 3)))
+
+
+# ---------------------------------------------------------------------------------------------- #
+# groups: grouped and depthwise convolution
+
+
+@st.composite
+def grouped_conv_configs(draw, max_groups=3):
+    """conv_configs with ``groups``: C = groups * C/G and F = groups * F/G, C/G in {1, 2, 4} (both im2col
+    layouts: the transposed one below 4 channels per group), depthwise when C/G = 1."""
+    cfg = draw(conv_configs(max_channels=1, max_size=5))
+    cg, fg = draw(st.sampled_from([1, 2, 4])), draw(st.integers(1, 2))
+    groups = draw(st.integers(1, max_groups if cg < 4 else 2))  # at most 8 channels: gradcheck stays quick
+    (n, _, h, w), (_, _, kh, kw) = cfg["x_shape"], cfg["w_shape"]
+    return {**cfg, "x_shape": (n, groups * cg, h, w), "w_shape": (groups * fg, cg, kh, kw), "groups": groups}
+
+
+def grouped_kwargs(cfg):
+    return {**conv_kwargs(cfg), "groups": cfg["groups"]}
+
+
+def test_grouped_conv_is_one_conv_per_group():
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 6, 5, 5)), rng.standard_normal((4, 3, 3, 3))
+    y = tc.conv2d(x, w, groups=2).data
+    np.testing.assert_allclose(y[:, :2], tc.conv2d(x[:, :3], w[:2]).data, rtol=1e-12)
+    np.testing.assert_allclose(y[:, 2:], tc.conv2d(x[:, 3:], w[2:]).data, rtol=1e-12)
+
+
+@given(cfg=grouped_conv_configs(), data=st.data())
+def test_grouped_conv2d_matches_reference_and_gradcheck(cfg, data):
+    x, w, b = make_inputs(cfg, data.draw)
+    kw = grouped_kwargs(cfg)
+    np.testing.assert_allclose(tc.conv2d(x, w, b, **kw).data, reference_conv2d(x, w, b, **kw), rtol=1e-10, atol=1e-10)
+    inputs = (x, w) if b is None else (x, w, b)
+    assert tc.gradcheck(lambda *t: tc.conv2d(*t, **kw), *inputs)
+
+
+def tf_grouped_conv(tf, x, w, b, groups, **kw):
+    """TensorFlow's CPU kernels have no gradient for grouped convolutions: one tf_conv per group."""
+    cg, fg = x.shape[1] // groups, w.shape[0] // groups
+    return tf.concat([tf_conv(tf, x[:, g * cg: (g + 1) * cg], w[g * fg: (g + 1) * fg],
+                              None if b is None else b[g * fg: (g + 1) * fg], **kw) for g in range(groups)], axis=1)
+
+
+@given(cfg=grouped_conv_configs(), data=st.data())
+def test_grouped_conv2d_against_tensorflow(tf, cfg, data):
+    kw = conv_kwargs(cfg)
+    x, w, b = make_inputs(cfg, data.draw)
+    inputs = [x, w] + ([] if b is None else [b])
+    upstream = random_upstream(tc.conv2d(x, w, groups=cfg["groups"], **kw).shape)
+    ours, our_g = our_grads(lambda *t: tc.conv2d(*t, groups=cfg["groups"], **kw), *inputs, upstream=upstream)
+    theirs, their_g = tf_grads(tf, lambda *t: tf_grouped_conv(tf, *(list(t) + [None] * (3 - len(t))),
+                                                              groups=cfg["groups"], **kw), *inputs, upstream=upstream)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-10)
+    for a, c in zip(our_g, their_g):
+        np.testing.assert_allclose(a, c, rtol=1e-9, atol=1e-10)
+
+
+@given(data=st.data(), channels=st.integers(1, 4), multiplier=st.integers(1, 2), size=st.integers(3, 7),
+       kernel=st.integers(1, 3), stride=st.integers(1, 2), dilation=st.integers(1, 2), padding=st.integers(0, 2))
+def test_depthwise_conv2d_against_tensorflow_depthwise(tf, data, channels, multiplier, size, kernel, stride, dilation,
+                                                       padding):
+    """groups = C against tf.nn.depthwise_conv2d: output channel c*multiplier + m is filter m on channel c."""
+    assume(size + 2 * padding >= dilation * (kernel - 1) + 1)
+    x = data.draw(arrays((2, channels, size, size)))
+    w = data.draw(arrays((channels * multiplier, 1, kernel, kernel)))
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=channels)
+    upstream = random_upstream(tc.conv2d(x, w, **kw).shape)
+    ours, our_g = our_grads(lambda *t: tc.conv2d(*t, **kw), x, w, upstream=upstream)
+    spread = np.eye(dilation * (kernel - 1) + 1)[:, ::dilation]  # the dilated filter, spread with zeros
+
+    def depthwise(x, w):
+        xh = tf.pad(tf.transpose(x, (0, 2, 3, 1)), [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+        filters = tf.einsum("cmij,ai,bj->abcm", tf.reshape(w, (channels, multiplier, kernel, kernel)), spread, spread)
+        y = tf.nn.depthwise_conv2d(xh, filters, strides=[1, stride, stride, 1], padding="VALID")
+        return tf.transpose(y, (0, 3, 1, 2))
+
+    theirs, their_g = tf_grads(tf, depthwise, x, w, upstream=upstream)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-10)
+    for a, c in zip(our_g, their_g):
+        np.testing.assert_allclose(a, c, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("channels, filters, groups", [(32, 32, 4), (16, 32, 4), (32, 32, 32), (16, 32, 16)])
+def test_grouped_conv2d_at_real_size_float32(monkeypatch, threads, channels, filters, groups):
+    """N=64 images, groups=4 and depthwise, float32 against the float64 reference, serial and threaded."""
+    monkeypatch.setenv("TINYGRAD_CNN_THREADS", threads)
+    rng = np.random.default_rng(groups)
+    x = Tensor(rng.standard_normal((64, channels, 14, 14)).astype(np.float32), requires_grad=True)
+    w = Tensor((rng.standard_normal((filters, channels // groups, 3, 3)) * 0.3).astype(np.float32), requires_grad=True)
+    b = Tensor(rng.standard_normal(filters).astype(np.float32), requires_grad=True)
+    kw = dict(stride=2, padding=1, groups=groups)
+    y = tc.conv2d(x, w, b, **kw)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    y.backward(g)
+    assert y.dtype == x.grad.dtype == w.grad.dtype == b.grad.dtype == np.float32
+    np.testing.assert_allclose(y.data, reference_conv2d(x.data, w.data, b.data, **kw), rtol=1e-4, atol=1e-4)
+    dx = reference_conv_transpose2d(g, w.data, stride=2, padding=1, output_padding=1, groups=groups)
+    np.testing.assert_allclose(x.grad, dx, rtol=1e-4, atol=1e-4)
+    dw = reference_conv2d_weight_grad(x.data, g, (3, 3), stride=2, padding=1, groups=groups)
+    np.testing.assert_allclose(w.grad, dw, rtol=1e-4, atol=2e-3)  # sums of 64*49 products
+    np.testing.assert_allclose(b.grad, g.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-4, atol=1e-3)
+
+
+def test_grouped_conv2d_float32_stays_float32_and_output_is_channels_last():
+    x = np.ones((2, 8, 6, 6), np.float32)
+    y = tc.conv2d(x, np.ones((8, 1, 3, 3), np.float32), groups=8)
+    assert y.dtype == np.float32 and y.data.transpose(0, 2, 3, 1).flags.c_contiguous
+    np.testing.assert_array_equal(y.data, np.full((2, 8, 4, 4), 9, np.float32))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(x=np.zeros((1, 6, 5, 5)), w=np.zeros((4, 2, 3, 3)), groups=4), ValueError,
+     r"conv2d: groups=4 must divide the 6 input channels of x \(x.shape=\(1, 6, 5, 5\), w.shape=\(4, 2, 3, 3\)\)"),
+    (dict(x=np.zeros((1, 6, 5, 5)), w=np.zeros((4, 2, 3, 3)), groups=2), ValueError,
+     r"conv2d: x has 6 channels but w expects 2 per group x groups=2 = 4 \(x.shape=\(1, 6, 5, 5\)"),
+    (dict(x=np.zeros((1, 6, 5, 5)), w=np.zeros((4, 2, 3, 3)), groups=3), ValueError,
+     r"conv2d: groups=3 must divide w's 4 output channels"),
+    (dict(x=np.zeros((1, 6, 5, 5)), w=np.zeros((4, 2, 3, 3)), groups=0), ValueError, r"conv2d: groups must be >= 1"),
+    (dict(x=np.zeros((1, 6, 5, 5)), w=np.zeros((4, 2, 3, 3)), groups=1.0), TypeError,
+     r"conv2d: groups must be an int, got float 1.0"),
+])
+def test_conv2d_groups_errors(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        tc.conv2d(**kwargs)

@@ -6,7 +6,7 @@ from .autograd import Function, detect_anomaly, no_grad
 from .gradcheck import GradcheckError, gradcheck
 from .io import load, save
 from .jit import jit
-from .ops.conv import conv2d
+from .ops.conv import conv2d, conv_transpose2d
 from .ops.elementwise import relu, sigmoid, tanh
 from .ops.linalg import linear, matmul
 from .ops.loss import cross_entropy, dropout, log_softmax, softmax
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "Function", "no_grad", "detect_anomaly", "value_and_grad", "grad", "gradcheck", "GradcheckError",
-    "conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "flatten", "matmul", "linear",
+    "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "batch_norm", "flatten", "matmul", "linear",
     "relu", "sigmoid", "tanh", "softmax", "log_softmax", "cross_entropy", "dropout",
     "jit", "draw_graph", "save", "load", "keep_freed_memory", "init", "optim", "data", "models", "training", "viz",
     # and "testing", imported on first use (it needs Hypothesis)
