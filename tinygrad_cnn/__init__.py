@@ -11,8 +11,9 @@ from .ops.elementwise import relu, sigmoid, tanh
 from .ops.linalg import linear, matmul
 from .ops.loss import cross_entropy, dropout, log_softmax, softmax
 from .ops.movement import flatten
-from .ops.norm import batch_norm
+from .ops.norm import batch_norm, group_norm, layer_norm
 from .ops.pool import avg_pool2d, max_pool2d
+from .ops.resample import adaptive_avg_pool2d, interpolate
 from .tensor import Tensor
 from .transforms import grad, value_and_grad
 from .viz import draw_graph
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "Function", "no_grad", "detect_anomaly", "value_and_grad", "grad", "gradcheck", "GradcheckError",
     "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "batch_norm", "flatten", "matmul", "linear",
+    "adaptive_avg_pool2d", "interpolate", "layer_norm", "group_norm",
     "relu", "sigmoid", "tanh", "softmax", "log_softmax", "cross_entropy", "dropout",
     "jit", "draw_graph", "save", "load", "keep_freed_memory", "init", "optim", "data", "models", "training", "viz",
     # and "testing", imported on first use (it needs Hypothesis)

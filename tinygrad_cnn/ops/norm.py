@@ -41,6 +41,13 @@ Implementation notes. These run every training step on the largest arrays of the
 * forward and backward are one affine map per channel each, y = x*scale + shift and
   dx = A*g + B*x + C, computed on image slices of the batch in parallel threads
   (``parallel.over_batch``), each slice contributing partial sums.
+
+Layer and group normalisation standardise along *rows* instead of channels: each sample's own values
+(layer norm: its last axes; group norm: a group of channels with their pixels), so the statistics
+never mix samples and training and eval are the same computation. The derivation above holds row by
+row, m being the row's length: ``dx = r (d - mean(d) - xhat mean(d * xhat))`` with means over the row.
+Both ops view x as (B, R, D): B*R rows of D values, and scale and shift as (R, D) arrays broadcast
+over B, then share one forward and one backward (``_standardise``, ``_standardise_backward``).
 """
 
 from __future__ import annotations
@@ -50,10 +57,11 @@ import math
 import numpy as np
 
 from ..autograd import Function
-from ..checks import check_bool, check_float, check_float_dtype, check_ndim, check_nonempty, check_tensor_like
+from ..checks import check_bool, check_float, check_float_dtype, check_int, check_min_ndim, check_ndim, check_nonempty
+from ..checks import check_tensor_like, describe
 from ..parallel import over_batch
 
-__all__ = ["BatchNorm", "BatchNormEval", "batch_norm"]
+__all__ = ["BatchNorm", "BatchNormEval", "batch_norm", "LayerNorm", "GroupNorm", "layer_norm", "group_norm"]
 
 
 def _count(shape: tuple) -> int:
@@ -275,3 +283,230 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, *, training=
                          f"{per_channel} (x.shape={x.shape}); use a larger batch or training=False")
     return BatchNorm.apply(x, gamma, beta, eps=eps, momentum=momentum,
                            running_mean=running_mean, running_var=running_var)
+
+
+# ---------------------------------------------------------------------------------------------- #
+# Layer and group normalisation: the same standardisation, along the rows of a (B, R, D) view
+
+
+def _standardise(ctx, x3: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each row x3[b, r, :] standardised: xhat = (x - mean) / sqrt(var + eps), var biased.
+
+    Two passes per row slice (centre, then square: see ``_centre``), sums in float64. Returns xhat
+    (x3's shape and dtype, C order) and r = 1 / sqrt(var + eps), (B, R, 1) float64."""
+    d = x3.shape[2]
+    xhat = ctx.empty(x3.shape, x3.dtype)
+    inv_std = np.empty(x3.shape[:2] + (1,))
+
+    def kernel(s: slice) -> None:
+        mean = x3[s].sum(axis=2, keepdims=True, dtype=np.float64) / d
+        np.subtract(x3[s], mean.astype(x3.dtype), out=xhat[s])                       # x - mean
+        var = np.square(xhat[s]).sum(axis=2, keepdims=True, dtype=np.float64) / d
+        inv_std[s] = 1.0 / np.sqrt(var + eps)
+        xhat[s] *= inv_std[s].astype(x3.dtype)
+
+    over_batch(kernel, len(x3), work=x3.size)
+    return xhat, inv_std
+
+
+def _scale_shift(ctx, xhat: np.ndarray, scale: np.ndarray | None, shift: np.ndarray | None) -> np.ndarray:
+    """y = xhat * scale + shift, scale and shift (R, D) broadcast over B; xhat itself when both are None."""
+    if scale is None:
+        return xhat
+    y = ctx.empty(xhat.shape, xhat.dtype)
+    scale, shift = scale.astype(xhat.dtype, copy=False), shift.astype(xhat.dtype, copy=False)
+
+    def kernel(s: slice) -> None:
+        np.multiply(xhat[s], scale, out=y[s])
+        y[s] += shift
+
+    over_batch(kernel, len(y), work=y.size)
+    return y
+
+
+def _standardise_backward(ctx, g3: np.ndarray, xhat: np.ndarray, inv_std: np.ndarray, scale: np.ndarray | None,
+                          sums: bool) -> tuple:
+    """dx = r (d - mean(d) - xhat mean(d * xhat)) per row, d = g * scale (g without a scale), means in
+    float64; and, if ``sums``, the float64 sums over B of g * xhat and of g, (R, D) each (the gradients
+    of scale and shift). Returns (dx, sum_g_xhat, sum_g)."""
+    d, dtype = g3.shape[2], g3.dtype
+    scale = None if scale is None else scale.astype(dtype, copy=False)
+    dx = ctx.empty(g3.shape, dtype)
+
+    def kernel(s: slice) -> tuple:
+        g, xh, r = g3[s], xhat[s], inv_std[s]
+        dxh = g if scale is None else g * scale                                       # d = dL/dxhat
+        mean_d = dxh.sum(axis=2, keepdims=True, dtype=np.float64) / d
+        mean_d_xhat = (dxh * xh).sum(axis=2, keepdims=True, dtype=np.float64) / d
+        np.multiply(dxh, r.astype(dtype), out=dx[s])
+        dx[s] -= (r * mean_d).astype(dtype)
+        dx[s] -= xh * (r * mean_d_xhat).astype(dtype)
+        if not sums:
+            return None, None
+        return (g * xh).sum(axis=0, dtype=np.float64), g.sum(axis=0, dtype=np.float64)
+
+    parts = over_batch(kernel, len(g3), work=g3.size)
+    if not sums:
+        return dx, None, None
+    return dx, sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
+class LayerNorm(Function):
+    """Each sample standardised over its last axes, then scaled and shifted elementwise:
+    x (..., *S) with S = ``normalized_shape`` (D = prod(S) values a row), gamma and beta of shape S::
+
+        y = gamma * (x - mean) / sqrt(var + eps) + beta,   mean and biased var over the D values
+
+    dx = r (d - mean(d) - xhat mean(d xhat)) per row with d = g gamma,   dgamma = sum(g xhat),
+    dbeta = sum(g), both summed over the leading axes. gamma and beta are both given or both left out.
+    """
+
+    @staticmethod
+    def forward(ctx, x, gamma=None, beta=None, *, normalized_shape, eps=1e-5):
+        x3 = x.reshape(-1, 1, math.prod(normalized_shape))                          # (B, 1, D)
+        xhat, inv_std = _standardise(ctx, x3, eps)
+        scale = None if gamma is None else gamma.reshape(1, -1)                      # (1, D)
+        shift = None if beta is None else beta.reshape(1, -1)
+        ctx.save_for_backward(xhat, inv_std, scale)
+        ctx.normalized_shape = normalized_shape
+        return _scale_shift(ctx, xhat, scale, shift).reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        xhat, inv_std, scale = ctx.saved_tensors
+        sums = scale is not None and any(ctx.needs_input_grad[1:])
+        dx, dgamma, dbeta = _standardise_backward(ctx, g.reshape(xhat.shape), xhat, inv_std, scale, sums)
+        if scale is None:
+            return (dx.reshape(g.shape),)
+        params = [None if v is None else v.reshape(ctx.normalized_shape) for v in (dgamma, dbeta)]
+        return dx.reshape(g.shape), *params
+
+
+class GroupNorm(Function):
+    """Channels split into G groups; each sample's group (C/G channels and all their pixels) standardised,
+    then every channel scaled and shifted: x (N, C, *spatial), gamma and beta (C,)::
+
+        y[n, c] = gamma[c] * (x[n, c] - mean[n, group(c)]) / sqrt(var[n, group(c)] + eps) + beta[c]
+
+    dx = r (d - mean(d) - xhat mean(d xhat)) per (n, group) with d = g gamma[c],
+    dgamma[c] = sum over n and pixels of g xhat,   dbeta[c] = sum of g.   gamma, beta: both or neither.
+    """
+
+    @staticmethod
+    def forward(ctx, x, gamma=None, beta=None, *, num_groups, eps=1e-5):
+        n, c = x.shape[:2]
+        pixels = math.prod(x.shape[2:])
+        x3 = x.reshape(n, num_groups, c // num_groups * pixels)                      # (N, G, C/G * P)
+        xhat, inv_std = _standardise(ctx, x3, eps)
+
+        def per_channel(v):  # (C,) -> (G, C/G * P): each channel's value repeated over its pixels
+            return None if v is None else np.repeat(v, pixels).reshape(num_groups, -1)
+
+        scale = per_channel(gamma)
+        ctx.save_for_backward(xhat, inv_std, scale)
+        ctx.channels = (c, pixels)
+        return _scale_shift(ctx, xhat, scale, per_channel(beta)).reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        xhat, inv_std, scale = ctx.saved_tensors
+        sums = scale is not None and any(ctx.needs_input_grad[1:])
+        dx, dscale, dshift = _standardise_backward(ctx, g.reshape(xhat.shape), xhat, inv_std, scale, sums)
+        if scale is None:
+            return (dx.reshape(g.shape),)
+        per_channel = [None if v is None else v.reshape(ctx.channels).sum(axis=1) for v in (dscale, dshift)]
+        return dx.reshape(g.shape), *per_channel
+
+
+def _affine_params(fn: str, x, gamma, beta, shape: tuple, what: str) -> tuple:
+    """(gamma, beta) as Tensors of ``shape``, or () when both are None; a missing one of the two becomes
+    the constant 1 (gamma) or 0 (beta). ``what`` says where ``shape`` comes from, for the message."""
+    from ..tensor import Tensor, as_tensor
+
+    if gamma is None and beta is None:
+        return ()
+    params = []
+    for name, p, fill in (("gamma", gamma, 1.0), ("beta", beta, 0.0)):
+        if p is None:
+            params.append(Tensor(np.full(shape, fill, x.dtype)))
+            continue
+        check_tensor_like(fn, name, p)
+        p = as_tensor(p)
+        if p.shape != shape:
+            raise ValueError(f"{fn}: {name} must have shape {shape} ({what}), got {p.shape} (x.shape={x.shape})")
+        check_float_dtype(fn, name, p.dtype)
+        params.append(p)
+    return tuple(params)
+
+
+def _normalized_shape(fn: str, value) -> tuple[int, ...]:
+    shape = (value,) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"{fn}: normalized_shape must be an int or a tuple of ints, got {describe(value)}")
+    if not shape:
+        raise ValueError(f"{fn}: normalized_shape must name at least one axis, got {value!r}")
+    return tuple(check_int(fn, "normalized_shape", n, minimum=1) for n in shape)
+
+
+def layer_norm(x, normalized_shape, gamma=None, beta=None, eps=1e-5):
+    """Layer normalisation: each sample standardised over its last axes, y = gamma * xhat + beta.
+
+    x: (..., *normalized_shape), floating; ``normalized_shape`` an int or a tuple of ints, the sizes
+    of x's last axes (as PyTorch's ``F.layer_norm``: ``(C, H, W)`` for a whole image, ``(W,)`` for
+    each row). Over those D = prod(normalized_shape) values of every leading index,
+    xhat = (x - mean) / sqrt(var + eps) with the biased variance, accumulated in float64 after
+    centring. ``gamma``, ``beta``: optional, of shape ``normalized_shape`` (elementwise affine); a
+    missing one acts as 1 or 0. The same in training and eval (no running statistics). Returns x's
+    shape and dtype; gradients reach x, gamma and beta.
+
+    >>> y = layer_norm(np.arange(6.0).reshape(2, 3), 3)
+    >>> y.data.round(4)
+    array([[-1.2247,  0.    ,  1.2247],
+           [-1.2247,  0.    ,  1.2247]])
+    """
+    from ..tensor import as_tensor
+
+    fn = "layer_norm"
+    check_tensor_like(fn, "x", x)
+    x = as_tensor(x)
+    check_float_dtype(fn, "x", x.dtype)
+    shape = _normalized_shape(fn, normalized_shape)
+    check_min_ndim(fn, "x", x.shape, len(shape), f"(..., {', '.join(map(str, shape))})")
+    if x.shape[x.ndim - len(shape):] != shape:
+        raise ValueError(f"{fn}: the last {len(shape)} axes of x must be normalized_shape {shape}, "
+                         f"got x.shape={x.shape}")
+    params = _affine_params(fn, x, gamma, beta, shape, "normalized_shape")
+    eps = check_float(fn, "eps", eps, 0.0, low_open=True)
+    return LayerNorm.apply(x, *params, normalized_shape=shape, eps=eps)
+
+
+def group_norm(x, num_groups, gamma=None, beta=None, eps=1e-5):
+    """Group normalisation: the C channels of x (N, C, ...) in ``num_groups`` groups of C/G consecutive
+    channels; each sample's group standardised over its channels and all their pixels, then
+    y = gamma[c] * xhat + beta[c] per channel (PyTorch's ``F.group_norm``).
+
+    ``num_groups`` must divide C: 1 group normalises the whole sample (layer norm over (C, H, W) with
+    per-channel parameters), C groups each channel alone (instance norm). ``gamma``, ``beta``:
+    optional, (C,); a missing one acts as 1 or 0. Biased variance, float64 sums after centring; the same
+    in training and eval. Returns x's shape and dtype.
+
+    >>> x = np.random.default_rng(0).normal(3.0, 2.0, (2, 4, 5, 5))
+    >>> y = group_norm(x, 2, np.ones(4), np.zeros(4)).data.reshape(2, 2, -1)
+    >>> bool(np.allclose(y.mean(axis=2), 0) and np.allclose(y.var(axis=2), 1, atol=1e-4))
+    True
+    """
+    from ..tensor import as_tensor
+
+    fn = "group_norm"
+    check_tensor_like(fn, "x", x)
+    x = as_tensor(x)
+    check_min_ndim(fn, "x", x.shape, 2, "(N, C, ...)")
+    check_float_dtype(fn, "x", x.dtype)
+    check_nonempty(fn, "x", x.shape, tuple(range(1, x.ndim)), "C and every spatial size")
+    groups = check_int(fn, "num_groups", num_groups, minimum=1)
+    channels = x.shape[1]
+    if channels % groups:
+        raise ValueError(f"{fn}: num_groups={groups} must divide the {channels} channels of x (x.shape={x.shape})")
+    params = _affine_params(fn, x, gamma, beta, (channels,), "one per channel of x")
+    eps = check_float(fn, "eps", eps, 0.0, low_open=True)
+    return GroupNorm.apply(x, *params, num_groups=groups, eps=eps)
