@@ -141,3 +141,25 @@ def test_distinct_arrays_respect_bounds_and_kinks(x):
 
 def test_gradcheck_of_a_constant_output_is_zero_gradient():
     assert tc.gradcheck(lambda x: Tensor(np.ones(2)) * 2.0, np.array([1.0, 2.0]))
+
+
+def test_gradcheck_perturbs_a_channels_last_input_too():
+    """A non-C-contiguous input (conv2d's channels-last output, a transpose) used to be copied by
+    reshape(-1), so the perturbations never reached it and the numeric gradient was 0."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).transpose(0, 3, 1, 2)  # (2, 5, 3, 4), NHWC memory
+    assert not x.flags.c_contiguous
+    assert tc.gradcheck(lambda t: (t * t).sum(), x)
+    with pytest.raises(tc.GradcheckError):  # and a wrong gradient is still caught on such input
+        tc.gradcheck(lambda t: _WrongSquare.apply(t).sum(), x)
+
+
+class _WrongSquare(tc.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * x  # should be 2 g x

@@ -65,15 +65,14 @@ def gradcheck(f: Callable, *inputs: Any, eps: float = 1e-6, atol: float = 1e-5, 
         if not c:
             continue
         numeric = np.zeros_like(a)
-        flat, nflat = a.reshape(-1), numeric.reshape(-1)
-        for j in range(flat.size):
-            orig = flat[j]
-            flat[j] = orig + eps
+        for k in np.ndindex(a.shape):  # by index, not a.reshape(-1): that copies a non-C-contiguous input
+            orig = a[k]
+            a[k] = orig + eps
             up = loss()
-            flat[j] = orig - eps
+            a[k] = orig - eps
             down = loss()
-            flat[j] = orig
-            nflat[j] = (up - down) / (2 * eps)
+            a[k] = orig
+            numeric[k] = (up - down) / (2 * eps)
         excess = np.abs(analytic[i] - numeric) / (atol + rtol * np.abs(numeric))
         if excess.size and excess.max() > worst[0]:
             k = np.unravel_index(int(excess.argmax()), a.shape)
