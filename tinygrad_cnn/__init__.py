@@ -6,10 +6,12 @@ from .autograd import Function, detect_anomaly, no_grad
 from .gradcheck import GradcheckError, gradcheck
 from .io import load, save
 from .jit import jit
+from .ops.activations import elu, gelu, leaky_relu, silu, softplus
 from .ops.conv import conv2d, conv_transpose2d
 from .ops.elementwise import relu, sigmoid, tanh
 from .ops.linalg import linear, matmul
-from .ops.loss import cross_entropy, dropout, log_softmax, softmax
+from .ops.loss import (binary_cross_entropy_with_logits, cross_entropy, dropout, huber_loss, l1_loss,
+                       log_softmax, mse_loss, softmax)
 from .ops.movement import flatten
 from .ops.norm import batch_norm, group_norm, layer_norm
 from .ops.pool import avg_pool2d, max_pool2d
@@ -25,6 +27,8 @@ __all__ = [
     "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "batch_norm", "flatten", "matmul", "linear",
     "adaptive_avg_pool2d", "interpolate", "layer_norm", "group_norm",
     "relu", "sigmoid", "tanh", "softmax", "log_softmax", "cross_entropy", "dropout",
+    "leaky_relu", "elu", "gelu", "softplus", "silu",
+    "mse_loss", "l1_loss", "huber_loss", "binary_cross_entropy_with_logits",
     "jit", "draw_graph", "save", "load", "keep_freed_memory", "init", "optim", "data", "models", "training", "viz",
     # and "testing", imported on first use (it needs Hypothesis)
 ]

@@ -108,7 +108,19 @@ def check_float(fn: str, name: str, value: Any, low: float | None = None, high: 
         elif low is not None:
             want = f"{'>' if low_open else '>='} {low:g}"
         else:
-            want = "a number, not NaN," if high is None else f"<= {high:g}"
+            want = "a number, not NaN" if high is None else f"<= {high:g}"
+        raise ValueError(f"{fn}: {name} must be {want}, got {value!r}")
+    return v
+
+
+def check_finite(fn: str, name: str, value: Any, low: float | None = None) -> float:
+    """A finite real number as a float (NaN and ±inf refused), greater than ``low`` when given."""
+    try:
+        v = check_float(fn, name, value)
+    except ValueError:  # NaN: said below, as "a finite number"
+        v = float("nan")
+    if not np.isfinite(v) or (low is not None and v <= low):
+        want = "a finite number" + (f" > {low:g}" if low is not None else "")
         raise ValueError(f"{fn}: {name} must be {want}, got {value!r}")
     return v
 

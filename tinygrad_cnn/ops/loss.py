@@ -18,7 +18,23 @@ Cross-entropy of logits (N, K) with integer labels (N,) is the mean (or sum) ove
     d loss_i / d x_i = softmax(x_i) - onehot(label_i)     (divided by N for the mean)
 
 so each row of the gradient sums to zero. One fused op is both faster and steadier than composing
-log_softmax with indexing.
+log_softmax with indexing. With label smoothing eps the target is q = (1 - eps) onehot + eps / K
+instead of the one-hot row, the loss -sum_k q_k log_softmax(x)_k, and the gradient softmax - q.
+
+Elementwise losses compare an input with a target of the same shape, d = input - target, and reduce
+the per-element losses by their mean, their sum, or not at all ("none"):
+
+    mse:     d^2                                        d/dinput = 2 d
+    l1:      |d|                                        d/dinput = sign(d)   (0 at d = 0)
+    huber:   d^2 / 2 if |d| <= delta,                   d/dinput = clip(d, -delta, delta)
+             else delta (|d| - delta / 2)
+
+and d/dtarget = -d/dinput. Binary cross-entropy of logits x against probabilities t,
+-t log sigmoid(x) - (1 - t) log(1 - sigmoid(x)), is computed as
+
+    max(x, 0) - x t + log1p(exp(-|x|))                  d/dx = sigmoid(x) - t,   d/dt = -x
+
+whose only exponent is <= 0: finite for logits of any size, where log(sigmoid(x)) would be log(0).
 
 Dropout (inverted): while training, each element is kept with probability 1 - p and scaled by
 1 / (1 - p), so the expectation of the output equals the input and eval mode is the identity.
@@ -30,11 +46,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
-from ..checks import (check_axis, check_bool, check_choice, check_float, check_float_dtype, check_min_ndim,
-                      check_ndim, to_tensor)
+from ..checks import (check_axis, check_bool, check_choice, check_finite, check_float, check_float_dtype,
+                      check_min_ndim, check_ndim, to_tensor)
 
-__all__ = ["Softmax", "LogSoftmax", "CrossEntropy", "Dropout",
-           "softmax", "log_softmax", "cross_entropy", "dropout"]
+__all__ = ["Softmax", "LogSoftmax", "CrossEntropy", "Dropout", "MseLoss", "L1Loss", "HuberLoss",
+           "BinaryCrossEntropyWithLogits", "softmax", "log_softmax", "cross_entropy", "dropout", "mse_loss",
+           "l1_loss", "huber_loss", "binary_cross_entropy_with_logits"]
+
+REDUCTIONS = ("mean", "sum", "none")
 
 
 class Softmax(Function):
@@ -80,22 +99,28 @@ class LogSoftmax(Function):
 
 
 class CrossEntropy(Function):
-    """loss_i = log sum_k exp(x_ik) - x_i,label_i for logits x (N, K), reduced by mean, sum or none.
+    """loss_i = log sum_k exp(x_ik) - sum_k q_ik x_ik for logits x (N, K), reduced by mean, sum or none,
+    q_i = (1 - eps) onehot(label_i) + eps / K (eps = label_smoothing; q_i the one-hot row when 0).
 
-    dx_i = (softmax(x_i) - onehot(label_i)) * g_i   (g / N for the mean, g for the sum).
+    dx_i = (softmax(x_i) - q_i) * g_i   (g / N for the mean, g for the sum).
     ``labels`` is an integer array (N,) of valid class indices, outside the graph.
     """
 
     @staticmethod
-    def forward(ctx, logits, *, labels, reduction="mean"):
+    def forward(ctx, logits, *, labels, reduction="mean", label_smoothing=0.0):
         rows = np.arange(len(labels))
         p = logits - np.max(logits, axis=1, keepdims=True)   # (N, K), <= 0
         picked = p[rows, labels]                              # (N,) shifted logit of the true class
+        if label_smoothing:
+            row_mean = np.mean(p, axis=1)                     # (N,) sum_k x_ik / K, shifted as picked
         np.exp(p, out=p)
         s = np.sum(p, axis=1, keepdims=True)                  # (N, 1), in [1, K]
         p /= s                                                # softmax
         loss = np.log(s[:, 0]) - picked                       # (N,)
-        ctx.labels, ctx.reduction = labels, reduction
+        if label_smoothing:                                   # the shift cancels: sum_k q_ik = 1
+            loss += label_smoothing * picked
+            loss -= label_smoothing * row_mean
+        ctx.labels, ctx.reduction, ctx.label_smoothing = labels, reduction, label_smoothing
         ctx.save_for_backward(p)
         if reduction == "mean":
             return np.mean(loss)
@@ -104,14 +129,115 @@ class CrossEntropy(Function):
     @staticmethod
     def backward(ctx, g):
         (p,) = ctx.saved_tensors
-        labels, n = ctx.labels, len(ctx.labels)
+        labels, n, eps = ctx.labels, len(ctx.labels), ctx.label_smoothing
         if ctx.reduction == "none":
             weight, w_label = g[:, None], g                   # (N, 1), (N,)
         else:
             weight = w_label = g / n if ctx.reduction == "mean" else g   # 0-d
         dx = p * weight
-        dx[np.arange(n), labels] -= w_label
+        dx[np.arange(n), labels] -= w_label * (1 - eps) if eps else w_label
+        if eps:
+            dx -= weight * (eps / p.shape[1])
         return dx
+
+
+def _reduce(loss: np.ndarray, reduction: str):
+    """The per-element losses reduced: their mean or sum (0-d), or themselves ("none")."""
+    if reduction == "mean":
+        return np.mean(loss)
+    return np.sum(loss) if reduction == "sum" else loss
+
+
+def _per_element(g, reduction: str, size: int):
+    """The upstream gradient of each per-element loss: g / size for the mean, else g (0-d or full)."""
+    return g / size if reduction == "mean" else g
+
+
+class MseLoss(Function):
+    """loss = reduce((x - t)^2).   dx = 2 (x - t) g_e,   dt = -dx   (g_e = g / size for the mean, else g)."""
+
+    @staticmethod
+    def forward(ctx, x, t, *, reduction="mean"):
+        d = np.subtract(x, t, out=ctx.empty_like(x), dtype=x.dtype)   # the input's dtype (t may differ)
+        ctx.reduction = reduction
+        ctx.save_for_backward(d)
+        return _reduce(np.square(d), reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        (d,) = ctx.saved_tensors
+        dx = d * (2 * _per_element(g, ctx.reduction, d.size))
+        return dx, (-dx if ctx.needs_input_grad[1] else None)
+
+
+class L1Loss(Function):
+    """loss = reduce(|x - t|).   dx = sign(x - t) g_e (0 where x = t),   dt = -dx."""
+
+    @staticmethod
+    def forward(ctx, x, t, *, reduction="mean"):
+        d = np.subtract(x, t, out=ctx.empty_like(x), dtype=x.dtype)
+        ctx.reduction = reduction
+        ctx.save_for_backward(d)
+        return _reduce(np.abs(d), reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        (d,) = ctx.saved_tensors
+        dx = np.sign(d)
+        dx *= _per_element(g, ctx.reduction, d.size)
+        return dx, (-dx if ctx.needs_input_grad[1] else None)
+
+
+class HuberLoss(Function):
+    """loss = reduce(h(x - t)),  h(d) = d^2 / 2 if |d| <= delta else delta (|d| - delta / 2).
+    dx = clip(x - t, -delta, delta) g_e,   dt = -dx.
+    """
+
+    @staticmethod
+    def forward(ctx, x, t, *, delta=1.0, reduction="mean"):
+        d = np.subtract(x, t, out=ctx.empty_like(x), dtype=x.dtype)
+        a = np.abs(d)
+        quadratic = a <= delta
+        loss = np.subtract(a, 0.5 * delta, out=ctx.empty_like(a))
+        loss *= delta
+        np.copyto(loss, 0.5 * np.square(d), where=quadratic)
+        ctx.delta, ctx.reduction = delta, reduction
+        ctx.save_for_backward(d)
+        return _reduce(loss, reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        (d,) = ctx.saved_tensors
+        dx = np.clip(d, -ctx.delta, ctx.delta)
+        dx *= _per_element(g, ctx.reduction, d.size)
+        return dx, (-dx if ctx.needs_input_grad[1] else None)
+
+
+class BinaryCrossEntropyWithLogits(Function):
+    """loss = reduce(max(x, 0) - x t + log1p(exp(-|x|)))  (= -t log sigmoid(x) - (1 - t) log(1 - sigmoid(x))).
+    dx = (sigmoid(x) - t) g_e,   dt = -x g_e.
+    """
+
+    @staticmethod
+    def forward(ctx, x, t, *, reduction="mean"):
+        t = t.astype(x.dtype, copy=False)
+        e = np.exp(-np.abs(x))                           # in (0, 1]: the only exponent, never overflows
+        loss = np.log1p(e, out=ctx.empty_like(x))
+        loss += np.maximum(x, 0)
+        loss -= x * t
+        ctx.reduction = reduction
+        ctx.save_for_backward(x, t, e)
+        return _reduce(loss, reduction)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t, e = ctx.saved_tensors
+        g_e = _per_element(g, ctx.reduction, x.size)
+        dx = np.where(x >= 0, 1, e)
+        dx /= 1 + e                                      # sigmoid(x), stably
+        dx -= t
+        dx *= g_e
+        return dx, (-x * g_e if ctx.needs_input_grad[1] else None)
 
 
 class Dropout(Function):
@@ -201,7 +327,7 @@ def _check_labels(fn: str, labels, n: int, k: int, logits_shape: tuple) -> np.nd
     return arr.astype(np.intp, copy=False)
 
 
-def cross_entropy(logits, labels, reduction="mean"):
+def cross_entropy(logits, labels, reduction="mean", label_smoothing=0.0):
     """Softmax cross-entropy of ``logits`` (N, K) against integer class ``labels`` (N,).
 
     loss_i = -log softmax(logits_i)[labels_i] = logsumexp(logits_i) - logits_i[labels_i], computed
@@ -210,6 +336,9 @@ def cross_entropy(logits, labels, reduction="mean"):
     ints, or a Tensor with an integer dtype; every value in [0, K). Returns a Tensor in the logits'
     dtype; the gradient w.r.t. the logits is (softmax - onehot) / N for the mean.
 
+    ``label_smoothing`` eps in [0, 1], as PyTorch's: the target row is (1 - eps) onehot + eps / K,
+    loss_i = -sum_k q_ik log softmax(logits_i)_k, and the gradient softmax - q.
+
     >>> float(cross_entropy(np.array([[0.0, 0.0]]), [1]).item())   # log 2
     0.6931471805599453
     """
@@ -217,12 +346,90 @@ def cross_entropy(logits, labels, reduction="mean"):
     logits = to_tensor(fn, "logits", logits)
     check_ndim(fn, "logits", logits.shape, 2, "(N, K)")
     check_float_dtype(fn, "logits", logits.dtype)
-    check_choice(fn, "reduction", reduction, ("mean", "sum", "none"))
+    check_choice(fn, "reduction", reduction, REDUCTIONS)
+    label_smoothing = check_float(fn, "label_smoothing", label_smoothing, 0.0, 1.0)
     n, k = logits.shape
     if n == 0 or k == 0:
         raise ValueError(f"{fn}: logits must have at least one row and one class, got shape {logits.shape}")
     labels = _check_labels(fn, labels, n, k, logits.shape)
-    return CrossEntropy.apply(logits, labels=labels, reduction=reduction)
+    return CrossEntropy.apply(logits, labels=labels, reduction=reduction, label_smoothing=label_smoothing)
+
+
+def _check_loss_args(fn: str, x, target, reduction: str, x_name: str = "input"):
+    """(x, target) as Tensors after the checks every elementwise loss makes: x floating, target of x's
+    shape exactly (never broadcast), a known reduction, and something to average for the mean."""
+    x = to_tensor(fn, x_name, x)
+    check_float_dtype(fn, x_name, x.dtype)
+    target = to_tensor(fn, "target", target)
+    check_choice(fn, "reduction", reduction, REDUCTIONS)
+    if target.shape != x.shape:
+        hint = f" (target.reshape({x.shape}) if its elements match {x_name}'s)" if target.size == x.size else ""
+        raise ValueError(f"{fn}: target must have the shape of {x_name}, {x.shape}, got {target.shape}: a loss "
+                         f"compares element by element and never broadcasts the target{hint}")
+    if reduction == "mean" and x.size == 0:
+        raise ValueError(f"{fn}: the mean of no elements is undefined ({x_name}.shape={x.shape}); "
+                         f"use reduction='sum' or 'none'")
+    return x, target
+
+
+def mse_loss(input, target, reduction="mean"):
+    """The squared error (input - target)^2 of each element, reduced: "mean" (a scalar, over every
+    element), "sum" (a scalar) or "none" (input's shape). ``target`` must have input's shape (it is not
+    broadcast: a (N,) target against (N, 1) predictions is an error, not an (N, N) table). The loss
+    has input's dtype (target is converted to it); both get gradients (2 (input - target) / size for
+    the mean, and its negative).
+
+    >>> mse_loss(np.array([1.0, 2.0]), np.array([1.0, 4.0])).item()
+    2.0
+    """
+    fn = "mse_loss"
+    input, target = _check_loss_args(fn, input, target, reduction)
+    return MseLoss.apply(input, target, reduction=reduction)
+
+
+def l1_loss(input, target, reduction="mean"):
+    """The absolute error |input - target| of each element, reduced as :func:`mse_loss` (same shapes,
+    dtypes and reductions). The gradient is sign(input - target), 0 where they are equal.
+
+    >>> l1_loss(np.array([1.0, 2.0]), np.array([1.0, 4.0]), reduction="none").data
+    array([0., 2.])
+    """
+    fn = "l1_loss"
+    input, target = _check_loss_args(fn, input, target, reduction)
+    return L1Loss.apply(input, target, reduction=reduction)
+
+
+def huber_loss(input, target, delta=1.0, reduction="mean"):
+    """The Huber loss of each element, d = input - target: d^2 / 2 where |d| <= delta, else
+    delta (|d| - delta / 2) (quadratic near 0, linear beyond delta, one continuous slope), reduced as
+    :func:`mse_loss` (same shapes, dtypes and reductions). ``delta``: a finite number > 0. The gradient
+    is clip(d, -delta, delta). As PyTorch's huber_loss and Keras' Huber.
+
+    >>> huber_loss(np.array([0.5, 3.0]), np.zeros(2), reduction="none").data
+    array([0.125, 2.5  ])
+    """
+    fn = "huber_loss"
+    delta = check_finite(fn, "delta", delta, low=0.0)
+    input, target = _check_loss_args(fn, input, target, reduction)
+    return HuberLoss.apply(input, target, delta=delta, reduction=reduction)
+
+
+def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
+    """Binary cross-entropy of ``logits`` x (sigmoid(x) is the predicted probability) against target
+    probabilities t in [0, 1] (labels 0/1, or soft labels), elementwise, reduced as :func:`mse_loss`:
+    -t log sigmoid(x) - (1 - t) log(1 - sigmoid(x)), computed as max(x, 0) - x t + log1p(exp(-|x|)),
+    finite for logits of any size. ``target`` must have the logits' shape; a target outside [0, 1]
+    (labels -1/+1, say) is a ValueError. Gradients: sigmoid(x) - t for the logits, -x for the target.
+
+    >>> binary_cross_entropy_with_logits(np.array([0.0, 100.0]), np.array([1.0, 0.0]), reduction="none").data
+    array([  0.69314718, 100.        ])
+    """
+    fn = "binary_cross_entropy_with_logits"
+    logits, target = _check_loss_args(fn, logits, target, reduction, x_name="logits")
+    if target.size and (np.min(target.data) < 0 or np.max(target.data) > 1):
+        raise ValueError(f"{fn}: target must hold probabilities in [0, 1], got values in "
+                         f"[{np.min(target.data):g}, {np.max(target.data):g}]")
+    return BinaryCrossEntropyWithLogits.apply(logits, target, reduction=reduction)
 
 
 def dropout(x, p, *, training=True, rng=None):
