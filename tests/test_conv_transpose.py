@@ -169,6 +169,16 @@ def test_real_size_float32(monkeypatch, threads, c_in, c_out, groups):
     np.testing.assert_allclose(b.grad, g.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-4, atol=1e-3)
 
 
+def test_an_empty_batch_gives_empty_outputs_and_zero_weight_gradients():
+    for op, w, kw in ((tc.conv2d, np.ones((4, 1, 3, 3)), dict(groups=4)),
+                      (tc.conv_transpose2d, np.ones((4, 2, 3, 3)), dict(groups=2, stride=2))):
+        x, wt = Tensor(np.zeros((0, 4, 5, 5)), requires_grad=True), Tensor(w, requires_grad=True)
+        y = op(x, wt, **kw)
+        y.sum().backward()
+        assert y.shape[0] == 0 and x.grad.shape == x.shape
+        np.testing.assert_array_equal(wt.grad, np.zeros_like(w))
+
+
 def test_only_the_needed_gradients_are_computed():
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((2, 4, 3, 3)), rng.standard_normal((4, 2, 2, 2))
@@ -195,6 +205,14 @@ def test_jit_replays_grouped_and_transposed_convolutions_bit_for_bit():
         assert v1 == v2
         for k in params:
             np.testing.assert_array_equal(g1[k], g2[k])
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from tinygrad_cnn.ops import conv
+
+    assert doctest.testmod(conv, extraglobs={"np": np}).failed == 0
 
 
 def test_graph_label():

@@ -99,7 +99,7 @@ def _col2im(dcols: np.ndarray, dxp: np.ndarray, kernel, out_hw, stride, dilation
         dcols = dcols.reshape(n, oh, ow, kh, kw, c)
     else:            # channels as (G, C/G) on both sides: one add per offset covers every group
         dxp = np.reshape(dxp, (n, hp, wp, groups, c // groups), copy=False)
-        dcols = dcols.reshape(groups, n, oh, ow, kh, kw, -1).transpose(1, 2, 3, 4, 5, 0, 6)  # (.., KH, KW, G, C/G)
+        dcols = dcols.reshape(groups, n, oh, ow, kh, kw, c // groups).transpose(1, 2, 3, 4, 5, 0, 6)  # (.., G, C/G)
     for i in range(kh):
         for j in range(kw):
             window(dxp, i, j, out_hw, stride, dilation, NHWC)[...] += dcols[:, :, :, i, j]
@@ -108,13 +108,15 @@ def _col2im(dcols: np.ndarray, dxp: np.ndarray, kernel, out_hw, stride, dilation
 def _filters_as_matrix(w: np.ndarray, groups: int) -> np.ndarray:
     """(F, C/G, KH, KW) -> (G, KH*KW*C/G, F/G), rows in im2col's (i, j, c) order."""
     f, cg, kh, kw = w.shape
-    return w.reshape(groups, f // groups, cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(groups, kh * kw * cg, -1)
+    fg = f // groups
+    return w.reshape(groups, fg, cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(groups, kh * kw * cg, fg)
 
 
 def _matrix_as_filters(wmat: np.ndarray, kernel) -> np.ndarray:
     """The inverse of ``_filters_as_matrix``: (G, KH*KW*C/G, F/G) -> (F, C/G, KH, KW)."""
     (groups, k, fg), (kh, kw) = wmat.shape, kernel
-    return wmat.reshape(groups, kh, kw, k // (kh * kw), fg).transpose(0, 4, 3, 1, 2).reshape(groups * fg, -1, kh, kw)
+    cg = k // (kh * kw)
+    return wmat.reshape(groups, kh, kw, cg, fg).transpose(0, 4, 3, 1, 2).reshape(groups * fg, cg, kh, kw)
 
 
 def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -126,7 +128,7 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.n
 
 def _by_group(a: np.ndarray, groups: int) -> np.ndarray:
     """(M, G*q) -> the (G, M, q) view: group g's consecutive columns as its own matrix."""
-    return a.reshape(a.shape[0], groups, -1).transpose(1, 0, 2)
+    return a.reshape(a.shape[0], groups, a.shape[1] // groups).transpose(1, 0, 2)
 
 
 def _nhwc_rows(ctx, a: np.ndarray) -> np.ndarray:
@@ -134,7 +136,7 @@ def _nhwc_rows(ctx, a: np.ndarray) -> np.ndarray:
     n, c, h, w = a.shape
     nhwc = a.transpose(0, 2, 3, 1)
     if nhwc.flags.c_contiguous:
-        return nhwc.reshape(-1, c)
+        return nhwc.reshape(n * h * w, c)
     rows = ctx.empty((n * h * w, c), a.dtype)
     rows.reshape(n, h, w, c)[...] = nhwc
     return rows
@@ -289,7 +291,7 @@ class ConvTranspose2d(Function):
             return dw, db
 
         parts = over_batch(kernel, n, work=n * pixels * groups * kg)
-        dx = dx.reshape(n, h, wd, -1).transpose(0, 3, 1, 2) if need_x else None
+        dx = dx.reshape(n, h, wd, groups * cg_in).transpose(0, 3, 1, 2) if need_x else None
         dw = _matrix_as_filters(sum(p[0] for p in parts), geometry[0]) if need_w else None  # (Cin, Cout/G, KH, KW)
         db = sum(p[1] for p in parts) if need_b else None
         return (dx, dw) if len(ctx.needs_input_grad) == 2 else (dx, dw, db)
