@@ -177,7 +177,8 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs: Any, **kwargs: Any):
-        Tensor = _Tensor or _tensor_class()
+        tensor = _tensor or _import_tensor()
+        Tensor = tensor.Tensor
         tensors = inputs
         for x in inputs:
             if not isinstance(x, Tensor):  # arrays and numbers become constant tensors (as_tensor)
@@ -206,18 +207,18 @@ class Function:
         tape = _tape.get()
         if tape is not None:
             tape.forward(cls, ctx, arrays, kwargs, out)
-        return Tensor._from_op(out, Node(cls, ctx, tensors, kwargs) if record else None)
+        return tensor._from_op(out, Node(cls, ctx, tensors, kwargs) if record else None)
 
 
-_Tensor: Any = None  # tensor.Tensor, looked up on the first op (tensor.py imports this module, not the reverse)
+_tensor: Any = None  # the module tensor.py, imported on the first op (it imports this module, not the reverse)
 
 
-def _tensor_class() -> type:
-    global _Tensor
-    from .tensor import Tensor
+def _import_tensor():
+    global _tensor
+    from . import tensor
 
-    _Tensor = Tensor
-    return Tensor
+    _tensor = tensor
+    return tensor
 
 
 def _check_inputs_unchanged(node: Node) -> None:

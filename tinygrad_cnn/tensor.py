@@ -93,13 +93,6 @@ class Tensor:
         self._node: autograd.Node | None = None
         self._released = False  # set when backward() dropped the node that made this tensor
 
-    @classmethod
-    def _from_op(cls, data: np.ndarray, node: autograd.Node | None) -> Tensor:
-        t = cls.__new__(cls)
-        t.data, t.grad, t.name, t._node, t._released = data, None, None, node, False
-        t.requires_grad = node is not None
-        return t
-
     # -- properties ------------------------------------------------------------------------------
     shape = property(lambda self: self.data.shape)
     ndim = property(lambda self: self.data.ndim)
@@ -202,7 +195,7 @@ class Tensor:
         if dtype.kind == "f" and (kind is float or kind is int):
             # the common cases first, with nothing to promote: a Python number takes a float tensor's
             # dtype, and always broadcasts (0-d) ...
-            other = Tensor._from_op(_number(fn, other, dtype), None)
+            other = _from_op(_number(fn, other, dtype), None)
             return op.apply(other, self) if reflected else op.apply(self, other)
         if kind is Tensor and other.data.dtype == dtype and dtype.kind == "f":
             # ... and two float tensors of one dtype
@@ -304,6 +297,17 @@ class Tensor:
         return movement.flatten(self, start_dim)
 
 
+def _from_op(data: np.ndarray, node: autograd.Node | None) -> Tensor:
+    """A Tensor of an op's output ``data`` made by ``node`` (None: not recorded, or a constant operand),
+    without ``__init__``'s conversion and checks: ``data`` is already an array of its final dtype."""
+    t = _new(Tensor)
+    t.data, t.grad, t.name, t._node, t._released = data, None, None, node, False
+    t.requires_grad = node is not None
+    return t
+
+
+_new = object.__new__  # (a module-level function and object.__new__: the cheapest way to make one)
+
 _UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide, "pow": np.power}
 
 
@@ -336,7 +340,7 @@ def _promote(fn: str, x: Any, dtype: np.dtype) -> Tensor:
     dtype; an int or bool tensor cast to a floating ``dtype`` (NumPy alone would give float64 for int64
     and float32, and they never require grad); any other tensor as it is."""
     if not isinstance(x, Tensor):
-        return Tensor._from_op(_number(fn, x, dtype), None)
+        return _from_op(_number(fn, x, dtype), None)
     if dtype.kind == "f" and x.dtype.kind != "f":
         return Tensor(x.data, dtype=dtype)
     return x
