@@ -199,8 +199,9 @@ class Tensor:
             return op.apply(other, self) if reflected else op.apply(self, other)
         if kind is Tensor and other.data.dtype == dtype and dtype.kind == "f":
             # ... and two float tensors of one dtype
-            check_broadcast(fn, self.data.shape, other.data.shape)
-            return op.apply(other, self) if reflected else op.apply(self, other)
+            a, b = (other, self) if reflected else (self, other)
+            check_broadcast(fn, a.data.shape, b.data.shape)
+            return op.apply(a, b)
         if not isinstance(other, (Tensor, bool, int, float)):
             check_tensor_like(fn, "other", other)
             other = Tensor(other)
