@@ -150,16 +150,4 @@ def test_gradcheck_perturbs_a_channels_last_input_too():
     assert not x.flags.c_contiguous
     assert tc.gradcheck(lambda t: (t * t).sum(), x)
     with pytest.raises(tc.GradcheckError):  # and a wrong gradient is still caught on such input
-        tc.gradcheck(lambda t: _WrongSquare.apply(t).sum(), x)
-
-
-class _WrongSquare(tc.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * x  # should be 2 g x
+        tc.gradcheck(lambda t: WrongSquare.apply(t).sum(), x)
