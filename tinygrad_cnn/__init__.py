@@ -15,6 +15,7 @@ from .ops.loss import (binary_cross_entropy_with_logits, cross_entropy, dropout,
 from .ops.movement import flatten
 from .ops.norm import batch_norm, group_norm, layer_norm
 from .ops.pool import avg_pool2d, max_pool2d
+from .ops.reduce import logsumexp, prod
 from .ops.resample import adaptive_avg_pool2d, interpolate
 from .tensor import Tensor
 from .transforms import grad, value_and_grad
@@ -29,6 +30,7 @@ __all__ = [
     "relu", "sigmoid", "tanh", "softmax", "log_softmax", "cross_entropy", "dropout",
     "leaky_relu", "elu", "gelu", "softplus", "silu",
     "mse_loss", "l1_loss", "huber_loss", "binary_cross_entropy_with_logits",
+    "logsumexp", "prod",
     "jit", "draw_graph", "save", "load", "keep_freed_memory", "init", "optim", "data", "models", "training", "viz",
     # and "testing", imported on first use (it needs Hypothesis)
 ]
