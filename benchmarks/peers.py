@@ -24,20 +24,27 @@ import numpy as np
 
 # ------------------------------------------------------------------------------------------- PyTorch
 
-def torch_step(batch_norm: bool, batches: list[tuple[np.ndarray, np.ndarray]]):
-    """PyTorch eager, torch.nn layers, CPU, float32, default thread count."""
-    import torch
+def torch_cnn(batch_norm: bool):
+    """The reference CNN as a ``torch.nn.Sequential`` (PyTorch's default initialisation); its last
+    module is the final ``Linear(128, 10)``, so ``model[:-1]`` gives the features dropout acts on."""
     from torch import nn
-
-    torch.manual_seed(0)
 
     def block(c_in: int, c_out: int) -> list:
         layers = [nn.Conv2d(c_in, c_out, 3, bias=not batch_norm)]
         layers += [nn.BatchNorm2d(c_out)] if batch_norm else []
         return layers + [nn.ReLU(), nn.MaxPool2d(2)]
 
-    model = nn.Sequential(*block(1, 32), *block(32, 64), nn.Flatten(),
-                          nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 10))
+    return nn.Sequential(*block(1, 32), *block(32, 64), nn.Flatten(),
+                         nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def torch_step(batch_norm: bool, batches: list[tuple[np.ndarray, np.ndarray]]):
+    """PyTorch eager, torch.nn layers, CPU, float32, default thread count."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = torch_cnn(batch_norm)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     data = itertools.cycle([(torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))) for x, y in batches])
