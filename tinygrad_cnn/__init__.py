@@ -12,7 +12,8 @@ from .ops.elementwise import relu, sigmoid, tanh
 from .ops.linalg import linear, matmul
 from .ops.loss import (binary_cross_entropy_with_logits, cross_entropy, dropout, huber_loss, l1_loss,
                        log_softmax, mse_loss, softmax)
-from .ops.movement import flatten
+from .ops.movement import (broadcast_to, concatenate, expand_dims, flatten, pad, repeat, split, squeeze, stack,
+                           tile)
 from .ops.norm import batch_norm, group_norm, layer_norm
 from .ops.pool import avg_pool2d, max_pool2d
 from .ops.reduce import logsumexp, prod
@@ -27,6 +28,7 @@ __all__ = [
     "Tensor", "Function", "no_grad", "detect_anomaly", "value_and_grad", "grad", "gradcheck", "GradcheckError",
     "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "batch_norm", "flatten", "matmul", "linear",
     "adaptive_avg_pool2d", "interpolate", "layer_norm", "group_norm",
+    "concatenate", "stack", "split", "squeeze", "expand_dims", "broadcast_to", "repeat", "tile", "pad",
     "relu", "sigmoid", "tanh", "softmax", "log_softmax", "cross_entropy", "dropout",
     "leaky_relu", "elu", "gelu", "softplus", "silu",
     "mse_loss", "l1_loss", "huber_loss", "binary_cross_entropy_with_logits",

@@ -305,6 +305,9 @@ class Tensor:
         """Merges the axes from ``start_dim`` on: (N, C, H, W) -> (N, C*H*W) by default."""
         return movement.flatten(self, start_dim)
 
+    def squeeze(self, axis=None): return movement.squeeze(self, axis)          # as np.squeeze
+    def repeat(self, repeats, axis=None): return movement.repeat(self, repeats, axis)  # np.repeat, not torch's
+
 
 def _from_op(data: np.ndarray, node: autograd.Node | None) -> Tensor:
     """A Tensor of an op's output ``data`` made by ``node`` (None: not recorded, or a constant operand),

@@ -72,6 +72,7 @@ _BACKWARD_FILL = "#fde4cf"  # a jitted plan's backward ops: light orange rounded
 _STEP_COLOR = "#777777"     # a jitted plan's engine steps (gradient sums, un-broadcasting): small grey nodes
 _CLUSTER_COLOR = "#8c8c8c"
 _NO_COMPACT = {"shape", "axes", "axis", "index"}  # kwargs whose tuples must keep every entry
+_NO_COMPACT |= {"pad_width", "reps", "repeats"}  # movement ops: NumPy reads a shorter form differently
 
 
 # ---------------------------------------------------------------------------------------------- #

@@ -59,6 +59,9 @@ def window(a: np.ndarray, i: int, j: int, out_hw: tuple[int, int], stride: tuple
     return a[tuple(index)]
 
 
+PAD_MODES = ("zeros", "replicate", "circular")  # what pad/unpad (and conv2d's padding_mode) accept
+
+
 def pad_index(n: int, before: int, after: int, mode: str) -> np.ndarray:
     """For each of the n + before + after padded positions, the input position it copies.
 
@@ -68,45 +71,56 @@ def pad_index(n: int, before: int, after: int, mode: str) -> np.ndarray:
     return np.clip(positions, 0, n - 1) if mode == "replicate" else positions % n
 
 
-def pad(a: np.ndarray, pads: Pads, mode: str, axes: tuple[int, int], value: float = 0.0) -> np.ndarray:
-    """``a`` padded on its two spatial ``axes``: with ``value`` ("zeros" mode), or by copying edge
-    ("replicate") or opposite ("circular") pixels. A new C-ordered array of ``a``'s dtype."""
-    (top, bottom), (left, right) = pads
-    if top == bottom == left == right == 0:
+def along(axis: int, index) -> tuple:
+    """An index applying ``index`` (an int or a slice) to ``axis`` and taking every axis before it whole."""
+    return (slice(None),) * axis + (index,)
+
+
+def pad(a: np.ndarray, pads, mode: str, axes, value: float = 0.0) -> np.ndarray:
+    """``a`` padded on ``axes`` (the two spatial axes for conv and pool, any axes for ``tc.pad``), one
+    (before, after) pair per axis in ``pads``: with ``value`` ("zeros" mode), or by copying edge
+    ("replicate") or opposite ("circular") elements. A new C-ordered array of ``a``'s dtype (``a``
+    itself when every width is 0)."""
+    if not any(before or after for before, after in pads):
         return a
     if mode != "zeros":
-        a = np.take(a, pad_index(a.shape[axes[0]], top, bottom, mode), axis=axes[0])
-        return np.take(a, pad_index(a.shape[axes[1]], left, right, mode), axis=axes[1])
-    shape = list(a.shape)
-    shape[axes[0]] += top + bottom
-    shape[axes[1]] += left + right
+        for axis, (before, after) in zip(axes, pads):
+            if before or after:
+                a = np.take(a, pad_index(a.shape[axis], before, after, mode), axis=axis)
+        return a
+    shape, inner = list(a.shape), [slice(None)] * a.ndim
+    for axis, (before, after) in zip(axes, pads):
+        shape[axis] += before + after
+        inner[axis] = slice(before, before + a.shape[axis])
     out = np.full(shape, value, dtype=a.dtype)  # C order in the axes as given (NHWC stays NHWC)
-    inner = [slice(None)] * a.ndim
-    inner[axes[0]] = slice(top, top + a.shape[axes[0]])
-    inner[axes[1]] = slice(left, left + a.shape[axes[1]])
     out[tuple(inner)] = a
     return out
 
 
-def unpad(g: np.ndarray, pads: Pads, mode: str, axes: tuple[int, int]) -> np.ndarray:
+def unpad(g: np.ndarray, pads, mode: str, axes) -> np.ndarray:
     """The adjoint of :func:`pad`: the gradient of the padded array folded back onto the input.
 
-    Zero padding just drops the border; replicate/circular padding add each padded row/column's
-    gradient onto the input row/column it copied (a loop over the few padded positions only).
+    Zero padding just drops the border. Replicate padding adds the sum of the ``before`` padded
+    slices onto the first input slice and that of the ``after`` ones onto the last. Circular padding
+    (at most the axis length n on each side, as conv2d and ``tc.pad`` check: each padded slice copies
+    a different input slice) adds the ``before`` slices onto the last ``before`` input slices and the
+    ``after`` slices onto the first ``after``. Vectorised: a few slice additions per padded axis.
     """
-    (top, bottom), (left, right) = pads
-    for axis, before, after in ((axes[0], top, bottom), (axes[1], left, right)):
+    for axis, (before, after) in zip(axes, pads):
         if before == after == 0:
             continue
         n = g.shape[axis] - before - after
-        inner = np.take(g, np.arange(before, before + n), axis=axis)
-        if mode != "zeros":
-            source = pad_index(n, before, after, mode)
-            for k in [*range(before), *range(before + n, before + n + after)]:
-                index = [slice(None)] * g.ndim
-                index[axis] = source[k]
-                src = list(index)
-                src[axis] = k
-                inner[tuple(index)] += g[tuple(src)]
+        inner = np.take(g, np.arange(before, before + n), axis=axis)  # a new array: added into below
+        head, tail = g[along(axis, slice(0, before))], g[along(axis, slice(before + n, None))]
+        if mode == "replicate":
+            if before:
+                inner[along(axis, slice(0, 1))] += head.sum(axis=axis, keepdims=True)
+            if after:
+                inner[along(axis, slice(n - 1, n))] += tail.sum(axis=axis, keepdims=True)
+        elif mode == "circular":
+            if max(before, after) > n:
+                raise ValueError(f"unpad: circular padding ({before}, {after}) wraps more than once around {n}")
+            inner[along(axis, slice(n - before, n))] += head
+            inner[along(axis, slice(0, after))] += tail
         g = inner
     return g
