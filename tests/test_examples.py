@@ -10,6 +10,7 @@ commands the docs show are parsed by the CLI's own parser.
 """
 
 import contextlib
+import gzip
 import io
 import os
 import re
@@ -19,7 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tinygrad_cnn.cli import build_parser
 
@@ -78,6 +81,58 @@ def test_ising_phase(tmp_path):
     assert "168 training and 56 test configurations of 8x8 spins" in result.stdout
     assert "exact Tc 2.2692" in result.stdout
     assert plot.stat().st_size > 0
+
+
+def write_squares(directory: Path, n_train: int, n_test: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Tiny Fashion-MNIST-format IDX files: image i shows a bright 8x6 block at a place set by its label
+    i % 10, on dark noise. Returns the images written (uint8 (N, 28, 28)) by split."""
+    rng = np.random.default_rng(seed)
+    written = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        y = (np.arange(n) % 10).astype(np.uint8)
+        x = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(y):
+            r, c = 2 + 8 * (k // 4), 2 + 6 * (k % 4)
+            x[i, r:r + 8, c:c + 6] = 230
+        for kind, a in (("images-idx3", x), ("labels-idx1", y)):
+            header = bytes([0, 0, 0x08, a.ndim]) + b"".join(d.to_bytes(4, "big") for d in a.shape)
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(header + a.tobytes()))
+        written[prefix] = x
+    return written
+
+
+def runs(mask: np.ndarray, min_length: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of True in a 1-D mask at least ``min_length`` long."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return [(a, b) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_length]
+
+
+def test_autoencoder_learns_to_reconstruct_and_draws_originals_above_reconstructions(tmp_path):
+    images = write_squares(tmp_path / "squares", n_train=256, n_test=32)
+    picture = tmp_path / "ae.png"
+    result = run_example("autoencoder.py", "--data", str(tmp_path / "squares"), "--epochs", "3",
+                         "--batch-size", "32", "--out", str(picture), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "autoencoder on Fashion-MNIST: 256 training / 32 test images, code size 32" in out, out
+    losses = [float(v) for v in re.findall(r"^epoch \d: train loss (\d\.\d+), test MSE \d\.\d+$", out, re.M)]
+    assert len(losses) == 3 and losses[0] > losses[1] > losses[2], out
+    test_mse = float(re.search(r"^test reconstruction MSE (\d\.\d+) per pixel", out, re.M)[1])
+    baseline = float(re.search(r"^predicting the mean training image: MSE (\d\.\d+)$", out, re.M)[1])
+    train, test = images["train"] / 255, images["t10k"] / 255
+    assert baseline == pytest.approx(np.mean((test - train.mean(axis=0)) ** 2), abs=1e-6)
+    assert test_mse < 0.9 * baseline, out  # it learned where each image's block is, beyond the mean image
+
+    with Image.open(picture) as png:
+        assert png.format == "PNG"
+        ink = np.asarray(png.convert("L")) < 240  # every pixel of a tile is darker than the white page
+    bands = runs(ink.any(axis=1), 40)             # rows of tiles (a line of text is less than 40 px high)
+    assert len(bands) == 2, bands
+    for top, bottom in bands:
+        tiles = runs(ink[top:bottom].any(axis=0), 40)
+        widths = [b - a for a, b in tiles]
+        assert len(tiles) == 10 and max(widths) - min(widths) <= 3, tiles  # one per class, all the same size
 
 
 def test_custom_op_runs_and_leaves_no_hypothesis_folder(tmp_path):
