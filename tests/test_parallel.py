@@ -259,3 +259,45 @@ def test_conv2d_in_a_forked_child_after_the_parent_used_the_pool(monkeypatch):
         child.kill()
         pytest.fail("conv2d hung in the forked child")
     assert child.exitcode == 0 and queue.get(timeout=5) == expected
+
+
+# ---------------------------------------------------------------------------------------------- #
+# over_blocks: cache-sized blocks of each thread's slice
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("n, item_bytes", [(64, 100_000), (7, 10 ** 7), (300, 1)])
+def test_over_blocks_covers_the_batch_once_in_blocks_that_fit_the_cache(monkeypatch, threads, n, item_bytes):
+    monkeypatch.setenv("TINYGRAD_CNN_THREADS", threads)
+    blocks = parallel.over_blocks(lambda s: (s.start, s.stop), n, item_bytes=item_bytes, work=1 << 20)
+    assert [i for start, stop in blocks for i in range(start, stop)] == list(range(n))  # once, in order
+    per_block = max(1, parallel.BLOCK_BYTES // item_bytes)
+    assert all(0 < stop - start <= per_block for start, stop in blocks)
+    assert len(blocks) >= -(-n // per_block)
+
+
+def test_pooling_and_batch_norm_agree_whatever_the_block_size(monkeypatch):
+    """Blocks only change which images a kernel call sees: max-pooling is bit-identical, and batch norm's
+    per-channel sums are grouped differently only in float64, so it agrees to float32 rounding."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((32, 28, 28, 16), dtype=np.float32).transpose(0, 3, 1, 2)  # channels-last
+    g_pool, g_bn = rng.standard_normal((32, 16, 14, 14), dtype=np.float32), rng.standard_normal(x.shape, np.float32)
+
+    def run():
+        gamma0, beta0 = np.ones(16, np.float32), np.zeros(16, np.float32)
+        t, gamma, beta = (tc.Tensor(a, requires_grad=True) for a in (x, gamma0, beta0))
+        (tc.max_pool2d(t, 2) * g_pool).sum().backward()
+        pooled, dx_pool = tc.max_pool2d(t, 2).data, t.grad
+        t.grad = None
+        normed = tc.batch_norm(t, gamma, beta)
+        (normed * g_bn).sum().backward()
+        return (pooled, dx_pool), (normed.data, t.grad, gamma.grad)
+
+    monkeypatch.setattr(parallel, "BLOCK_BYTES", 1 << 40)  # each thread's slice in one block
+    whole = run()
+    monkeypatch.setattr(parallel, "BLOCK_BYTES", x[0].nbytes)  # one image per block
+    blocked = run()
+    for name, a, b in zip(("max_pool y", "max_pool dx"), whole[0], blocked[0]):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    for name, a, b in zip(("batch_norm y", "batch_norm dx", "dgamma"), whole[1], blocked[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * np.abs(a).max(), err_msg=name)

@@ -39,8 +39,10 @@ Implementation notes. These run every training step on the largest arrays of the
 * the statistics are sums of x and x*x per image (a BLAS matrix-vector product over the P pixels,
   in x's dtype), then summed over images in float64: accurate for float32 inputs and one pass;
 * forward and backward are one affine map per channel each, y = x*scale + shift and
-  dx = A*g + B*x + C, computed on image slices of the batch in parallel threads
-  (``parallel.over_batch``), each slice contributing partial sums.
+  dx = A*g + B*x + C, computed on image slices of the batch in parallel threads, each slice in
+  cache-sized blocks of images (``parallel.over_blocks``) contributing partial sums: the few ufunc
+  passes of a kernel (subtract, square, sum; multiply, add, add) then run over a block still in the
+  core's cache, one pass over memory per kernel instead of one per ufunc call.
 
 Layer and group normalisation standardise along *rows* instead of channels: each sample's own values
 (layer norm: its last axes; group norm: a group of channels with their pixels), so the statistics
@@ -59,7 +61,7 @@ import numpy as np
 from ..autograd import Function
 from ..checks import check_bool, check_float, check_float_dtype, check_int, check_min_ndim, check_ndim, check_nonempty
 from ..checks import check_tensor_like, describe
-from ..parallel import over_batch
+from ..parallel import over_batch, over_blocks
 
 __all__ = ["BatchNorm", "BatchNormEval", "batch_norm", "LayerNorm", "GroupNorm", "layer_norm", "group_norm"]
 
@@ -116,15 +118,16 @@ def _affine(ctx, layout: _Layout, x3: np.ndarray, scale: np.ndarray, shift: np.n
         if g3 is not None:
             out[s] += g3[s] * gscale
 
-    over_batch(kernel, len(x3), work=x3.size)
+    over_blocks(kernel, len(x3), item_bytes=x3[0].nbytes, work=x3.size)
     return out
 
 
 def _sums(layout: _Layout, x3: np.ndarray, y3: np.ndarray | None = None) -> np.ndarray | tuple:
     """Per-channel sum of x, or (sum x, sum x*y), in float64; image slices in parallel."""
+    blocks = dict(item_bytes=x3[0].nbytes, work=x3.size)
     if y3 is None:
-        return sum(over_batch(lambda s: layout.sums(x3[s]), len(x3), work=x3.size))
-    parts = over_batch(lambda s: (layout.sums(x3[s]), layout.sums(x3[s], y3[s])), len(x3), work=x3.size)
+        return sum(over_blocks(lambda s: layout.sums(x3[s]), len(x3), **blocks))
+    parts = over_blocks(lambda s: (layout.sums(x3[s]), layout.sums(x3[s], y3[s])), len(x3), **blocks)
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
@@ -140,7 +143,7 @@ def _centre(ctx, layout: _Layout, x3: np.ndarray, mean: np.ndarray) -> tuple[np.
         np.subtract(x3[s], shift, out=xc[s])
         return layout.sums(xc[s], xc[s])
 
-    return xc, sum(over_batch(kernel, len(x3), work=x3.size))
+    return xc, sum(over_blocks(kernel, len(x3), item_bytes=x3[0].nbytes, work=x3.size))
 
 
 class BatchNorm(Function):
