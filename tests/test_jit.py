@@ -260,6 +260,60 @@ def test_relu_after_max_pool_leaves_a_returned_relu_output_alone():
     assert _forward_ops(step) == ["Relu", "MaxPool2d"]
 
 
+def _contexts_of(step, op_name: str) -> list[tuple[bool, ...]]:
+    """needs_input_grad of every context of ``op_name`` in the step's plan, in program order."""
+    program = next(iter(step._plans.values())).program
+    ops = {spec[0][1]: what[0].__name__ for kind, what, spec, _ in program if kind == "forward"}
+    return [needs for kind, needs, _, slot in program if kind == "context" and ops.get(slot) == op_name]
+
+
+@pytest.mark.parametrize("name", ["cnn", "cnn-bn"])
+def test_unneeded_gradients_are_not_computed_and_the_plan_is_equal_to_the_one_without_the_pass(name):
+    """A step that differentiates with respect to the images too but returns only the params' gradients:
+    conv1's input gradient (and its copy into a leaf's grad) is dropped from the plan."""
+    model = tc.models.get(name)
+    rng = np.random.default_rng(0)
+    params, state = model.init(rng)
+    states = {"on": state, "off": copy.deepcopy(state)}
+
+    def step_for(which):
+        both = tc.value_and_grad(lambda p, x, y: tc.cross_entropy(
+            model.apply(p, x, state=states[which], training=True), y), argnums=(0, 1))
+
+        def params_only(p, x, y):
+            loss, (grads, _image_grads) = both(p, x, y)
+            return loss, grads
+        return tc.jit(params_only, rewrites=("unneeded_gradients",) if which == "on" else ())
+
+    on, off = step_for("on"), step_for("off")
+    for _ in range(3):
+        x, y = batch(rng, name)
+        assert bits_equal(on(params, x, y), off(params, x, y))
+        assert bits_equal(states["on"], states["off"])
+    assert _contexts_of(off, "Conv2d")[0][:2] == (True, True)
+    assert _contexts_of(on, "Conv2d")[0][:2] == (False, True)        # conv1: no input gradient
+    assert _contexts_of(on, "Conv2d")[1][:2] == (True, True)         # conv2's input gradient feeds conv1's dw
+    assert len(on._plans[next(iter(on._plans))].program) < len(off._plans[next(iter(off._plans))].program)
+
+
+def test_unneeded_gradients_keeps_what_fn_returns_and_forwards_nobody_reads():
+    """A returned gradient is kept even if nothing else reads it; an unread forward (dropout drawing
+    from the generator) still runs, so the generator advances as in eager."""
+    def f(w, x, key):
+        def loss(w, x):
+            unused = tc.dropout(tc.Tensor(x), 0.5, rng=key)  # noqa: F841  (draws from key)
+            return (tc.Tensor(x) @ w).sum()
+        return tc.value_and_grad(loss, argnums=(0, 1))(w, x)
+
+    step = tc.jit(f)
+    rng = np.random.default_rng(0)
+    w, x = rng.standard_normal((3, 2)).astype(np.float32), rng.standard_normal((4, 3)).astype(np.float32)
+    jit_key, eager_key = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(3):
+        assert bits_equal(step(w, x, jit_key), f(w, x, eager_key))
+        assert jit_key.random() == eager_key.random()
+
+
 def test_unknown_rewrite_is_refused():
     with pytest.raises(ValueError, match="unknown rewrite 'fast'"):
         tc.jit(lambda x: x, rewrites=("fast",))

@@ -367,7 +367,8 @@ class Jitted:
             result = self.fn(*args, **kwargs)
         out_leaves, out_treedef = tree_flatten(result)
         outputs = [_output_spec(tape, leaf) for leaf in out_leaves]
-        tape.program = rewrites_module.apply(tape.program, {i for kind, i in outputs if kind == "slot"}, self.rewrites)
+        protected = {i for kind, i in outputs if kind in ("slot", "float")}  # what fn returns
+        tape.program = rewrites_module.apply(tape.program, protected, self.rewrites)
         plan = Plan(tape, outputs)
         plan.out_treedef = out_treedef
         self._plans[key] = plan

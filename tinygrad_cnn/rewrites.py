@@ -11,11 +11,12 @@ meaning (what the function returns), and returns a new program. Each pass is swi
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import partial
 
 from .ops.elementwise import Relu
 from .ops.pool import MaxPool2d
 
-__all__ = ["REWRITES", "apply", "relu_after_max_pool"]
+__all__ = ["REWRITES", "apply", "relu_after_max_pool", "unneeded_gradients"]
 
 
 def _slots(spec) -> list[int]:
@@ -85,7 +86,44 @@ def relu_after_max_pool(program: list, protected: set[int]) -> list:
     return program
 
 
-REWRITES = {"relu_after_max_pool": relu_after_max_pool}
+def _unread(read: set[int], slot: int | None) -> bool:
+    return slot is not None and slot not in read
+
+
+def unneeded_gradients(program: list, protected: set[int]) -> list:
+    """Gradients nobody reads are never computed: a backward output no later instruction reads (and fn
+    does not return) is dropped, and its op is told so through its context's ``needs_input_grad``, so
+    its backward skips that product (and its forward may save less). Engine steps whose results nobody
+    reads (a gradient's copy, sum or cast) go too, which can leave further gradients unread: repeated
+    until nothing changes.
+
+    Typical: a step differentiating with respect to the images as well (``argnums=(0, 1)``) that returns
+    only the parameters' gradients: conv1's input gradient, the largest matmul of the backward, is then
+    not computed. Exact: what is dropped was never read, and an op computes each needed gradient the
+    same way whatever else it is asked for. Forwards are kept even when unread (they may update state,
+    as batch norm's running statistics, or draw from a generator, as dropout).
+    """
+    while True:
+        read = {slot for slot, readers in _uses(program).items() if readers} | protected
+        unread = partial(_unread, read)
+        needs, kept = {}, []  # needs: context slot -> its op's needs_input_grad without the unread gradients
+        for kind, what, spec, out in program:
+            if kind in ("one", "many") and all(o is None or unread(o) for o in (out if kind == "many" else (out,))):
+                continue
+            if kind == "backward" and any(unread(o) for o in out):
+                out = tuple(None if unread(o) else o for o in out)
+                needs[spec[0][1]] = tuple(o is not None for o in out)
+                if all(o is None for o in out):
+                    continue
+            kept.append((kind, what, spec, out))
+        if len(kept) == len(program) and not needs:
+            return program
+        program = [("context", tuple(a and b for a, b in zip(what, needs[out])), spec, out)
+                   if kind == "context" and out in needs else (kind, what, spec, out)
+                   for kind, what, spec, out in kept]
+
+
+REWRITES = {"relu_after_max_pool": relu_after_max_pool, "unneeded_gradients": unneeded_gradients}
 
 
 def apply(program: list, protected: set[int], names) -> list:
