@@ -36,8 +36,10 @@ Implementation notes. These run every training step on the largest arrays of the
 
 * x is viewed as (N, P, C) when it is channels-last in memory (what conv2d returns: a per-channel
   vector then broadcasts along the contiguous last axis) and as (N, C, P) otherwise: no copy either way;
-* the statistics are sums of x and x*x per image (a BLAS matrix-vector product over the P pixels,
-  in x's dtype), then summed over images in float64: accurate for float32 inputs and one pass;
+* the statistics take one pass over memory: each cache-sized block of images is centred on its own
+  mean while it is in cache (sums per image by a BLAS matrix-vector product over the P pixels, in
+  x's dtype, then summed over images in float64), and the blocks' means and squared deviations are
+  combined exactly (``_statistics``): as accurate as two passes, with no x - mu array kept;
 * forward and backward are one affine map per channel each, y = x*scale + shift and
   dx = A*g + B*x + C, computed on image slices of the batch in parallel threads, each slice in
   cache-sized blocks of images (``parallel.over_blocks``) contributing partial sums: the few ufunc
@@ -104,22 +106,52 @@ class _Layout:
 
 
 def _affine(ctx, layout: _Layout, x3: np.ndarray, scale: np.ndarray, shift: np.ndarray,
-            g3: np.ndarray | None = None, gscale: np.ndarray | None = None) -> np.ndarray:
-    """out = x*scale + shift (+ g*gscale), per channel, image slices in parallel; (C,) float64 vectors.
-    ``out`` comes from ``ctx.empty_like`` (jit reuses it)."""
+            g3: np.ndarray | None = None, gscale: np.ndarray | None = None,
+            centre: np.ndarray | None = None) -> np.ndarray:
+    """out = (x - centre)*scale + shift (+ g*gscale), per channel ((C,) float64 vectors; no centre: 0),
+    in cache-sized blocks of images, in parallel. ``out`` comes from ``ctx.empty_like`` (jit reuses it)."""
     dtype = x3.dtype
     scale, shift = (v.astype(dtype).reshape(layout.vector) for v in (scale, shift))
     gscale = None if gscale is None else gscale.astype(dtype).reshape(layout.vector)
+    centre = None if centre is None else centre.astype(dtype).reshape(layout.vector)
     out = ctx.empty_like(x3)
 
     def kernel(s: slice) -> None:
-        np.multiply(x3[s], scale, out=out[s])
+        if centre is None:
+            np.multiply(x3[s], scale, out=out[s])
+        else:
+            np.subtract(x3[s], centre, out=out[s])
+            out[s] *= scale
         out[s] += shift
         if g3 is not None:
             out[s] += g3[s] * gscale
 
     over_blocks(kernel, len(x3), item_bytes=x3[0].nbytes, work=x3.size)
     return out
+
+
+def _statistics(layout: _Layout, x3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and sum of squared deviations of x (float64), in one pass over memory.
+
+    Each cache-sized block of images is centred on its own mean while it is in cache (two passes
+    over the block, so no cancellation: var = E[x^2] - mean^2 would lose every digit of float32 sums
+    for data like 1000 +- 1), and the blocks are combined exactly (Chan, Golub and LeVeque):
+    mean = sum_b n_b mean_b / n,   M2 = sum_b M2_b + sum_b n_b (mean_b - mean)^2.
+    """
+    per_image = x3[0].size // x3.shape[2 if layout.last else 1]          # values of a channel in an image
+
+    def block(s: slice) -> tuple[int, np.ndarray, np.ndarray]:
+        xb, count = x3[s], (s.stop - s.start) * per_image
+        centre = (layout.sums(xb) / count).astype(xb.dtype)                # the block's mean, rounded
+        xc = xb - centre.reshape(layout.vector)                             # a block-sized temporary
+        shift, squares = layout.sums(xc), layout.sums(xc, xc)               # sum (x - c), sum (x - c)^2
+        return count, centre + shift / count, squares - shift * shift / count
+
+    parts = over_blocks(block, len(x3), item_bytes=x3[0].nbytes, work=x3.size)
+    n = sum(count for count, _, _ in parts)
+    mean = sum(count * block_mean for count, block_mean, _ in parts) / n
+    m2 = sum(block_m2 + count * (block_mean - mean) ** 2 for count, block_mean, block_m2 in parts)
+    return mean, m2
 
 
 def _sums(layout: _Layout, x3: np.ndarray, y3: np.ndarray | None = None) -> np.ndarray | tuple:
@@ -146,6 +178,18 @@ def _centre(ctx, layout: _Layout, x3: np.ndarray, mean: np.ndarray) -> tuple[np.
     return xc, sum(over_blocks(kernel, len(x3), item_bytes=x3[0].nbytes, work=x3.size))
 
 
+def _centred_sums(layout: _Layout, g3: np.ndarray, x3: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sum g, sum g*(x - mean)) per channel in float64, one pass: x - mean is made block by block in cache."""
+    centre = mean.astype(x3.dtype).reshape(layout.vector)
+
+    def block(s: slice) -> tuple[np.ndarray, np.ndarray]:
+        xc = x3[s] - centre
+        return layout.sums(g3[s]), layout.sums(g3[s], xc)
+
+    parts = over_blocks(block, len(x3), item_bytes=x3[0].nbytes, work=x3.size)
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
 class BatchNorm(Function):
     """Training mode: y = gamma * (x - mu) / sqrt(var + eps) + beta with the batch's mu and var.
 
@@ -157,32 +201,31 @@ class BatchNorm(Function):
     def forward(ctx, x, gamma, beta, *, eps, momentum=0.1, running_mean=None, running_var=None):
         m, layout = _count(x.shape), _Layout(x)
         x3 = layout.view(x)
-        mean = _sums(layout, x3) / m                                         # (C,) float64
-        xc, total_sq = _centre(ctx, layout, x3, mean)                             # x - mu, sum (x - mu)^2
+        mean, total_sq = _statistics(layout, x3)                             # (C,) float64, one pass
         var = total_sq / m                                                   # biased
         inv_std = 1.0 / np.sqrt(var + eps)
-        y3 = _affine(ctx, layout, xc, gamma * inv_std, beta.astype(np.float64))
+        y3 = _affine(ctx, layout, x3, gamma * inv_std, beta.astype(np.float64), centre=mean)
         if running_mean is not None:
             running_mean *= 1 - momentum
             running_mean += momentum * mean
             running_var *= 1 - momentum
             running_var += (momentum * m / (m - 1)) * var
-        ctx.save_for_backward(xc, gamma.astype(np.float64), inv_std)
+        ctx.save_for_backward(x3, mean, gamma.astype(np.float64), inv_std)
         ctx.layout = layout
         return layout.restore(y3)
 
     @staticmethod
     def backward(ctx, g):
-        xc, gamma, inv_std = ctx.saved_tensors
+        x3, mean, gamma, inv_std = ctx.saved_tensors
         layout, m = ctx.layout, _count(g.shape)
         g3 = layout.view(g)
-        sum_g, sum_g_xc = _sums(layout, g3, xc)
+        sum_g, sum_g_xc = _centred_sums(layout, g3, x3, mean)
         sum_g_xhat = sum_g_xc * inv_std                                      # = dgamma
         # dx = A*g + B*(x - mu) + C per channel: the docstring's formula with xhat = (x - mu) r expanded
         a = gamma * inv_std
         b = -a * inv_std * sum_g_xhat / m
         c = -a * sum_g / m
-        dx = layout.restore(_affine(ctx, layout, xc, b, c, g3, a)) if ctx.needs_input_grad[0] else None
+        dx = layout.restore(_affine(ctx, layout, x3, b, c, g3, a, centre=mean)) if ctx.needs_input_grad[0] else None
         return dx, sum_g_xhat, sum_g
 
 
