@@ -310,3 +310,17 @@ def test_grouped_conv2d_float32_stays_float32_and_output_is_channels_last():
 def test_conv2d_groups_errors(kwargs, error, message):
     with pytest.raises(error, match=message):
         tc.conv2d(**kwargs)
+
+
+@given(data=st.data(), channels_last=st.booleans())
+def test_channel_bias_gradcheck(data, channels_last):
+    """The per-channel bias op jit's bias_after_max_pool rewrite adds after the pool."""
+    from tinygrad_cnn.ops.conv import ChannelBias
+
+    n, c, h, w = (data.draw(st.integers(1, 4)) for _ in range(4))
+    x = data.draw(arrays((n, h, w, c) if channels_last else (n, c, h, w)))
+    x = x.transpose(0, 3, 1, 2) if channels_last else x
+    b = data.draw(arrays((c,)))
+    y = ChannelBias.apply(Tensor(x), Tensor(b))
+    np.testing.assert_array_equal(y.data, x + b[:, None, None])
+    assert tc.gradcheck(lambda x, b: ChannelBias.apply(x, b), x, b)

@@ -3,9 +3,10 @@
 A program is jit.py's list of instructions ``(kind, what, spec, out)``: ``("context", needs, (), ctx)``
 makes an op's context, ``("forward", (op, kwargs), (ctx, *inputs), out)`` runs its forward,
 ``("backward", op, (ctx, grad), outs)`` its backward; other kinds are the engine's own array steps.
-Specs name slots as ``("slot", i)``. A pass takes the program and the slots that must keep their
-meaning (what the function returns), and returns a new program. Each pass is switched on by name in
-``tc.jit(..., rewrites=...)``, and tests/test_jit.py proves each equal to the plan without it.
+Specs name slots as ``("slot", i)``. A pass takes the program, the slots that must keep their
+meaning (what the function returns) and a function returning a fresh slot, and returns a new
+program. Each pass is switched on by name in ``tc.jit(..., rewrites=...)`` (default: all, in the
+order of ``REWRITES``), and tests/test_jit.py proves each equal to the plan without it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 from collections import defaultdict
 from functools import partial
 
+from .ops.conv import ChannelBias, Conv2d
 from .ops.elementwise import Relu
 from .ops.pool import MaxPool2d
 
-__all__ = ["REWRITES", "apply", "relu_after_max_pool", "unneeded_gradients"]
+__all__ = ["REWRITES", "DEFAULT", "REORDERS_SUMS", "apply", "relu_after_max_pool", "bias_after_max_pool",
+           "unneeded_gradients"]
 
 
 def _slots(spec) -> list[int]:
@@ -46,7 +49,7 @@ def _find(program: list, kind: str, op: type, ctx_slot: int) -> int | None:
     return None
 
 
-def relu_after_max_pool(program: list, protected: set[int]) -> list:
+def relu_after_max_pool(program: list, protected: set[int], new_slot=None) -> list:
     """``max_pool(relu(x))`` becomes ``relu(max_pool(x))``: relu then touches a quarter of the elements
     (2x2 pooling), in both passes.
 
@@ -86,11 +89,81 @@ def relu_after_max_pool(program: list, protected: set[int]) -> list:
     return program
 
 
+def _replace_reads(instruction: tuple, old: int, new: int) -> tuple:
+    """``instruction`` reading slot ``new`` wherever it read ``old``."""
+    def swap(spec):
+        kind, value = spec
+        if kind == "slot":
+            return ("slot", new) if value == old else spec
+        return ("tuple", tuple(swap(v) for v in value)) if kind == "tuple" else spec
+
+    kind, what, spec, out = instruction
+    if kind == "forward":
+        what = (what[0], tuple((k, swap(v)) for k, v in what[1]))
+    return (kind, what, tuple(swap(v) for v in spec), out)
+
+
+def _biased_conv_into_max_pool(program: list, uses: dict, protected: set[int]):
+    """Indices (conv forward, pool forward) of a biased conv2d whose output only a max-pool reads."""
+    for p_index, (kind, what, spec, pooled) in enumerate(program):
+        if kind != "forward" or what[0] is not MaxPool2d or pooled in protected or spec[1][0] != "slot":
+            continue
+        y = spec[1][1]
+        c_index = next((i for i, ins in enumerate(program) if ins[0] == "forward" and ins[3] == y), None)
+        if c_index is None or program[c_index][1][0] is not Conv2d or len(program[c_index][2]) != 4:
+            continue
+        if uses.get(y) == [p_index] and y not in protected:
+            yield c_index, p_index
+
+
+def bias_after_max_pool(program: list, protected: set[int], new_slot) -> list:
+    """``max_pool(conv2d(x, w, b))`` becomes ``max_pool(conv2d(x, w)) + b``: the bias is added to (and its
+    gradient summed over) the pooled map, a quarter of the elements with 2x2 pooling. Runs after
+    ``relu_after_max_pool``, which moves the relu that stood between the two past the pool.
+
+    Exact in value: adding a per-channel constant commutes with a maximum over the channel's window,
+    and float addition is monotonic, so fl(max(a, c) + b) = max(fl(a + b), fl(c + b)) bit for bit.
+    db is the same sum (the pool routes every window's gradient to one pixel), in another order. The
+    one difference: where fl(a + b) and fl(c + b) round to the same float although a != c, the
+    unrewritten pool sends the gradient to the first of the two, the rewritten one to the larger.
+    """
+    program = list(program)
+    while True:
+        found = next(_biased_conv_into_max_pool(program, _uses(program), protected), None)
+        if found is None:
+            return program
+        c_index, p_index = found
+        conv_kind, conv_what, conv_spec, y = program[c_index]
+        c_ctx, bias = conv_spec[0][1], conv_spec[3]
+        context = next(i for i, ins in enumerate(program) if ins[0] == "context" and ins[3] == c_ctx)
+        needs = program[context][1]
+        pooled = program[p_index][3]
+        b_ctx, biased = new_slot(), new_slot()
+        program[context] = ("context", needs[:2], (), c_ctx)
+        program[c_index] = (conv_kind, conv_what, conv_spec[:3], y)
+        db = None
+        for i, (kind, what, spec, out) in enumerate(program):
+            if kind == "backward" and what is Conv2d and spec[0] == ("slot", c_ctx):
+                program[i] = (kind, what, spec, out[:2])
+                db = out[2] if len(out) > 2 else None
+        program = program[:p_index + 1] + [_replace_reads(ins, pooled, biased) for ins in program[p_index + 1:]]
+        p_ctx = program[p_index][2][0][1]
+        for i, (kind, what, spec, out) in enumerate(program):
+            if kind == "backward" and what is MaxPool2d and spec[0] == ("slot", p_ctx):
+                g_pooled = new_slot()
+                program[i] = (kind, what, (spec[0], ("slot", g_pooled)), out)
+                program.insert(i, ("backward", ChannelBias, (("slot", b_ctx), spec[1]), (g_pooled, db)))
+                break
+        program[p_index + 1:p_index + 1] = [
+            ("context", (needs[0] or needs[1], needs[2]), (), b_ctx),
+            ("forward", (ChannelBias, ()), (("slot", b_ctx), ("slot", pooled), bias), biased)]
+
+
 def _unread(read: set[int], slot: int | None) -> bool:
     return slot is not None and slot not in read
 
 
-def unneeded_gradients(program: list, protected: set[int]) -> list:
+def unneeded_gradients(program: list, protected: set[int], new_slot=None) -> list:
     """Gradients nobody reads are never computed: a backward output no later instruction reads (and fn
     does not return) is dropped, and its op is told so through its context's ``needs_input_grad``, so
     its backward skips that product (and its forward may save less). Engine steps whose results nobody
@@ -123,12 +196,17 @@ def unneeded_gradients(program: list, protected: set[int]) -> list:
                    for kind, what, spec, out in kept]
 
 
-REWRITES = {"relu_after_max_pool": relu_after_max_pool, "unneeded_gradients": unneeded_gradients}
+REWRITES = {"relu_after_max_pool": relu_after_max_pool, "bias_after_max_pool": bias_after_max_pool,
+            "unneeded_gradients": unneeded_gradients}
+# Rewrites that change the order of a floating-point sum: equal to eager only to rounding, so they are
+# not on by default (a jitted step gives eager's bits unless asked otherwise).
+REORDERS_SUMS = frozenset({"bias_after_max_pool"})
+DEFAULT = tuple(name for name in REWRITES if name not in REORDERS_SUMS)
 
 
-def apply(program: list, protected: set[int], names) -> list:
-    """The passes ``names`` (in REWRITES' order) applied to ``program``."""
+def apply(program: list, protected: set[int], names, new_slot) -> list:
+    """The passes ``names`` (in REWRITES' order) applied to ``program``; ``new_slot()`` gives a fresh slot."""
     for name, rewrite in REWRITES.items():
         if name in names:
-            program = rewrite(program, protected)
+            program = rewrite(program, protected, new_slot)
     return program

@@ -233,6 +233,26 @@ class Conv2d(Function):
         return (dx, dw) if len(ctx.needs_input_grad) == 2 else (dx, dw, db)
 
 
+class ChannelBias(Function):
+    """y = x + b[c] per channel: x (N, C, H, W), b (C,) -> y like x.   dx = g,   db = sum of g over N, H, W.
+
+    conv2d's bias as an op of its own, for jit's ``bias_after_max_pool`` rewrite (rewrites.py), which
+    adds it after the pooling instead of inside the convolution: on a quarter of the elements.
+    """
+
+    @staticmethod
+    def forward(ctx, x, b):
+        y = ctx.empty_like(x)                                                # keeps x's memory layout
+        np.add(x, b.astype(x.dtype, copy=False).reshape(-1, 1, 1), out=y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        need_x, need_b = ctx.needs_input_grad
+        rows = _nhwc_rows(ctx, g) if need_b else None                       # (N*H*W, C)
+        return (g if need_x else None), (np.ones(len(rows), g.dtype) @ rows if need_b else None)
+
+
 class ConvTranspose2d(Function):
     """y = conv_transpose2d(x, w, b): x (N, Cin, H, W), w (Cin, Cout/G, KH, KW), b (Cout,) -> y (N, Cout, OH, OW).
 
