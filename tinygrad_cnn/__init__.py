@@ -8,7 +8,7 @@ from .io import load, save
 from .jit import jit
 from .ops.activations import elu, gelu, leaky_relu, silu, softplus
 from .ops.conv import conv2d, conv_transpose2d
-from .ops.elementwise import relu, sigmoid, tanh
+from .ops.elementwise import abs, clip, expm1, log1p, maximum, minimum, relu, sigmoid, square, tanh, where
 from .ops.linalg import linear, matmul
 from .ops.loss import (binary_cross_entropy_with_logits, cross_entropy, dropout, huber_loss, l1_loss,
                        log_softmax, mse_loss, softmax)
@@ -31,6 +31,7 @@ __all__ = [
     "concatenate", "stack", "split", "squeeze", "expand_dims", "broadcast_to", "repeat", "tile", "pad",
     "relu", "sigmoid", "tanh", "softmax", "log_softmax", "cross_entropy", "dropout",
     "leaky_relu", "elu", "gelu", "softplus", "silu",
+    "abs", "square", "log1p", "expm1", "maximum", "minimum", "clip", "where",
     "mse_loss", "l1_loss", "huber_loss", "binary_cross_entropy_with_logits",
     "logsumexp", "prod",
     "jit", "draw_graph", "save", "load", "keep_freed_memory", "init", "optim", "data", "models", "training", "viz",

@@ -170,12 +170,29 @@ def check_min_ndim(fn: str, name: str, shape: tuple, minimum: int, layout: str =
 
 def check_broadcast(fn: str, a_shape: tuple, b_shape: tuple) -> tuple:
     """The broadcast shape of two operands, or "mul: shapes (2, 3) and (4,) do not broadcast"."""
-    if a_shape == b_shape:
+    if a_shape == b_shape or not b_shape:  # the common cases at once (np.broadcast_shapes costs microseconds)
         return a_shape
+    if not a_shape:
+        return b_shape
     try:
         return np.broadcast_shapes(a_shape, b_shape)
     except ValueError:
         raise ValueError(f"{fn}: shapes {a_shape} and {b_shape} do not broadcast") from None
+
+
+def check_broadcast_together(fn: str, **shapes: tuple) -> tuple:
+    """The broadcast shape of named operands (``cond=(2,), a=(3,), b=()``), or "where: cond, a and b have
+    shapes (2,), (3,) and (), which do not broadcast together"."""
+    given = [s for s in shapes.values() if s]  # 0-d shapes broadcast with anything
+    if all(s == given[0] for s in given[1:]):
+        return given[0] if given else ()
+    try:
+        return np.broadcast_shapes(*shapes.values())
+    except ValueError:
+        names, values = list(shapes), [str(tuple(s)) for s in shapes.values()]
+        listed = lambda items: ", ".join(items[:-1]) + " and " + items[-1]  # noqa: E731
+        raise ValueError(f"{fn}: {listed(names)} have shapes {listed(values)}, which do not broadcast "
+                         f"together") from None
 
 
 # ---------------------------------------------------------------------------------------------- #

@@ -228,6 +228,7 @@ class Tensor:
         if self.dtype == np.bool_:
             raise TypeError("neg: x is a bool tensor; use a number dtype (or ~ on its .data)")
         return E.Neg.apply(self)
+    def __abs__(self): return E.Abs.apply(self)
 
     def __getitem__(self, index):
         """Slices, ints, None, ``...`` and integer/boolean arrays (or Tensors), as NumPy. A wrong kind of
@@ -285,6 +286,12 @@ class Tensor:
     def relu(self): return E.Relu.apply(self._floating("relu"))
     def sigmoid(self): return E.Sigmoid.apply(self._floating("sigmoid"))
     def tanh(self): return E.Tanh.apply(self._floating("tanh"))
+    def log1p(self): return E.Log1p.apply(self._floating("log1p"))
+    def expm1(self): return E.Expm1.apply(self._floating("expm1"))
+    # abs and square keep any real dtype, as NumPy's; clip: number bounds as an op, array/Tensor bounds composed
+    def abs(self): return E.Abs.apply(self)
+    def square(self): return E.Square.apply(self)
+    def clip(self, lo=None, hi=None): return E.clip(self, lo, hi)
 
     def _floating(self, fn: str) -> Tensor:
         check_float_dtype(fn, "x", self.dtype)
@@ -321,6 +328,7 @@ def _from_op(data: np.ndarray, node: autograd.Node | None) -> Tensor:
 _new = object.__new__  # (a module-level function and object.__new__: the cheapest way to make one)
 
 _UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.true_divide, "pow": np.power}
+_UFUNCS["maximum"] = np.maximum  # ops.elementwise's maximum, minimum, clip and where promote as np.maximum does
 
 
 def _result_dtype(fn: str, a: Any, b: Any) -> np.dtype:
