@@ -361,6 +361,43 @@ def test_bias_after_max_pool_leaves_a_conv_whose_output_is_read_elsewhere_alone(
     assert "ChannelBias" not in _forward_ops(step)
 
 
+def test_batch_norm_relu_is_on_by_default_and_gives_the_plan_without_it_bit_for_bit():
+    model = tc.models.get("cnn-bn")
+    rng = np.random.default_rng(0)
+    params, state = model.init(rng)
+    states = {"on": state, "off": copy.deepcopy(state)}
+
+    def step_for(which):
+        return tc.jit(tc.value_and_grad(lambda p, x, y: tc.cross_entropy(
+            model.apply(p, x, state=states[which], training=True), y)), rewrites=None if which == "on" else ())
+
+    on, off = step_for("on"), step_for("off")
+    for _ in range(3):
+        x, y = batch(rng, "cnn-bn")
+        assert bits_equal(on(params, x, y), off(params, x, y))
+        assert bits_equal(states["on"], states["off"])
+    assert _forward_ops(on).count("BatchNormRelu") == 2 and "BatchNorm" not in _forward_ops(on)
+    assert _forward_ops(on).count("Relu") == 1                 # the dense layer's
+    assert _forward_ops(off).count("BatchNorm") == 2
+
+
+def test_what_a_rewritten_op_returns_is_handed_over_not_reused():
+    """fn returns a view (a reshape) of the fused op's output: the trace saw that memory come from the relu
+    the rewrite removed, so the memory plan learns it at the first replay and never writes it again."""
+    def f(x, gamma, beta):
+        h = tc.relu(tc.batch_norm(tc.Tensor(x), gamma, beta))
+        return h.reshape(len(x), -1).data
+
+    step = tc.jit(f)
+    rng = np.random.default_rng(0)
+    gamma, beta = np.ones(3, np.float32), np.zeros(3, np.float32)
+    xs = [rng.standard_normal((4, 3, 5, 5)).astype(np.float32) for _ in range(4)]
+    kept = [step(x, gamma, beta) for x in xs]
+    assert _forward_ops(step) == ["BatchNormRelu", "Reshape"]
+    for x, got in zip(xs, kept):
+        assert bits_equal(got, f(x, gamma, beta))
+
+
 def test_unknown_rewrite_is_refused():
     with pytest.raises(ValueError, match="unknown rewrite 'fast'"):
         tc.jit(lambda x: x, rewrites=("fast",))

@@ -312,3 +312,24 @@ def test_batch_norm_running_statistics_errors():
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="batch_norm: running_mean must be writable"):
         batch_norm(x, one3, zero3, frozen, np.ones(4))
+
+
+@given(inputs=bn_inputs(distinct=True), data=st.data())
+def test_batch_norm_relu_is_relu_of_batch_norm_bit_for_bit_and_passes_gradcheck(inputs, data):
+    """The fused op jit's batch_norm_relu rewrite uses: the same bits as the two ops, forward and backward,
+    and its own gradient against finite differences (beta keeps outputs away from relu's kink at 0)."""
+    from tinygrad_cnn.ops.norm import BatchNormRelu
+
+    x, gamma, beta = inputs
+    beta = beta + np.where(beta >= 0, 0.5, -0.5)
+    g = data.draw(arrays(x.shape))
+    kw = dict(eps=1e-5, momentum=0.1, running_mean=None, running_var=None)
+    fused_y, fused = our_grads(lambda *t: BatchNormRelu.apply(*t, **kw), x, gamma, beta, upstream=g)
+    two_y, two = our_grads(lambda *t: tc.relu(batch_norm(*t)), x, gamma, beta, upstream=g)
+    np.testing.assert_array_equal(fused_y, two_y)
+    for a, b in zip(fused, two):
+        np.testing.assert_array_equal(a, b)
+    xhat = (x - x.mean(axis=axes_of(x), keepdims=True)) / np.sqrt(x.var(axis=axes_of(x), keepdims=True) + 1e-5)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    if np.min(np.abs(xhat * gamma.reshape(shape) + beta.reshape(shape))) > 1e-3:
+        assert tc.gradcheck(lambda *t: BatchNormRelu.apply(*t, **kw), x, gamma, beta)

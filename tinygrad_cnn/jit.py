@@ -144,7 +144,7 @@ class Arena:
     def take(self, k: int, shape: tuple, dtype, template: np.ndarray | None) -> np.ndarray:
         if k in self.fresh:
             return np.empty(shape, dtype) if template is None else np.empty_like(template, dtype=dtype)
-        if k < len(self.buffers):
+        if k < len(self.buffers) and self.buffers[k] is not None:
             buffer, strides = self.buffers[k]
             if buffer.shape == tuple(shape) and buffer.dtype == dtype and strides == (
                     None if template is None else template.strides):
@@ -262,10 +262,28 @@ class Plan:
         reuse = self._lock.acquire(blocking=False)
         self._local.reuse = reuse
         try:
-            return self._run(inputs)
+            outputs = self._run(inputs)
+            if reuse:
+                self._hand_over(outputs)
+            return outputs
         finally:
             if reuse:
                 self._lock.release()
+
+    def _hand_over(self, outputs: list) -> None:
+        """Arena buffers that what this call returns lives in (a view of one included) become the
+        caller's: they leave their arena, whose later calls allocate afresh. ``_mark_fresh`` foresees
+        this from the trace; this catches what it cannot (an op a rewrite added), at a few microseconds."""
+        owners = {id(entry[0]): (arena, k) for arena in self.arenas.values()
+                  for k, entry in enumerate(arena.buffers) if entry is not None}
+        for array in outputs:
+            while isinstance(array, np.ndarray):
+                owner = owners.get(id(array))
+                if owner is not None:
+                    arena, k = owner
+                    arena.fresh.add(k)
+                    arena.buffers[k] = None
+                array = array.base
 
     def _run(self, inputs: list) -> list:
         self._local.profiler = _profiler.get()  # record_profile sees a replay's ops as it sees eager ones

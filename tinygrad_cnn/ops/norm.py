@@ -65,7 +65,8 @@ from ..checks import check_bool, check_float, check_float_dtype, check_int, chec
 from ..checks import check_tensor_like, describe
 from ..parallel import over_batch, over_blocks
 
-__all__ = ["BatchNorm", "BatchNormEval", "batch_norm", "LayerNorm", "GroupNorm", "layer_norm", "group_norm"]
+__all__ = ["BatchNorm", "BatchNormRelu", "BatchNormEval", "batch_norm", "LayerNorm", "GroupNorm", "layer_norm",
+           "group_norm"]
 
 
 def _count(shape: tuple) -> int:
@@ -107,9 +108,10 @@ class _Layout:
 
 def _affine(ctx, layout: _Layout, x3: np.ndarray, scale: np.ndarray, shift: np.ndarray,
             g3: np.ndarray | None = None, gscale: np.ndarray | None = None,
-            centre: np.ndarray | None = None) -> np.ndarray:
+            centre: np.ndarray | None = None, relu: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
     """out = (x - centre)*scale + shift (+ g*gscale), per channel ((C,) float64 vectors; no centre: 0),
-    in cache-sized blocks of images, in parallel. ``out`` comes from ``ctx.empty_like`` (jit reuses it)."""
+    in cache-sized blocks of images, in parallel. ``relu``: then max(out, 0); ``mask``: g is taken as
+    g * (mask > 0) (relu's backward, with mask relu's output). ``out`` comes from ``ctx.empty_like``."""
     dtype = x3.dtype
     scale, shift = (v.astype(dtype).reshape(layout.vector) for v in (scale, shift))
     gscale = None if gscale is None else gscale.astype(dtype).reshape(layout.vector)
@@ -124,7 +126,9 @@ def _affine(ctx, layout: _Layout, x3: np.ndarray, scale: np.ndarray, shift: np.n
             out[s] *= scale
         out[s] += shift
         if g3 is not None:
-            out[s] += g3[s] * gscale
+            out[s] += _masked(g3[s], mask, s) * gscale
+        if relu:
+            np.maximum(out[s], 0, out=out[s])
 
     over_blocks(kernel, len(x3), item_bytes=x3[0].nbytes, work=x3.size)
     return out
@@ -178,13 +182,20 @@ def _centre(ctx, layout: _Layout, x3: np.ndarray, mean: np.ndarray) -> tuple[np.
     return xc, sum(over_blocks(kernel, len(x3), item_bytes=x3[0].nbytes, work=x3.size))
 
 
-def _centred_sums(layout: _Layout, g3: np.ndarray, x3: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sum g, sum g*(x - mean)) per channel in float64, one pass: x - mean is made block by block in cache."""
+def _masked(g: np.ndarray, mask: np.ndarray | None, s: slice) -> np.ndarray:
+    """g, or relu's backward g * (y > 0) with y = ``mask[s]`` (the same product the Relu op makes)."""
+    return g if mask is None else g * (mask[s] > 0)
+
+
+def _centred_sums(layout: _Layout, g3: np.ndarray, x3: np.ndarray, mean: np.ndarray,
+                  mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(sum g, sum g*(x - mean)) per channel in float64, one pass: x - mean is made block by block in
+    cache (and g masked by relu's output ``mask`` > 0, if given)."""
     centre = mean.astype(x3.dtype).reshape(layout.vector)
 
     def block(s: slice) -> tuple[np.ndarray, np.ndarray]:
-        xc = x3[s] - centre
-        return layout.sums(g3[s]), layout.sums(g3[s], xc)
+        xc, g = x3[s] - centre, _masked(g3[s], mask, s)
+        return layout.sums(g), layout.sums(g, xc)
 
     parts = over_blocks(block, len(x3), item_bytes=x3[0].nbytes, work=x3.size)
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
@@ -199,34 +210,61 @@ class BatchNorm(Function):
 
     @staticmethod
     def forward(ctx, x, gamma, beta, *, eps, momentum=0.1, running_mean=None, running_var=None):
-        m, layout = _count(x.shape), _Layout(x)
-        x3 = layout.view(x)
-        mean, total_sq = _statistics(layout, x3)                             # (C,) float64, one pass
-        var = total_sq / m                                                   # biased
-        inv_std = 1.0 / np.sqrt(var + eps)
-        y3 = _affine(ctx, layout, x3, gamma * inv_std, beta.astype(np.float64), centre=mean)
-        if running_mean is not None:
-            running_mean *= 1 - momentum
-            running_mean += momentum * mean
-            running_var *= 1 - momentum
-            running_var += (momentum * m / (m - 1)) * var
-        ctx.save_for_backward(x3, mean, gamma.astype(np.float64), inv_std)
-        ctx.layout = layout
-        return layout.restore(y3)
+        return _batch_norm_forward(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, relu=False)
 
     @staticmethod
     def backward(ctx, g):
-        x3, mean, gamma, inv_std = ctx.saved_tensors
-        layout, m = ctx.layout, _count(g.shape)
-        g3 = layout.view(g)
-        sum_g, sum_g_xc = _centred_sums(layout, g3, x3, mean)
-        sum_g_xhat = sum_g_xc * inv_std                                      # = dgamma
-        # dx = A*g + B*(x - mu) + C per channel: the docstring's formula with xhat = (x - mu) r expanded
-        a = gamma * inv_std
-        b = -a * inv_std * sum_g_xhat / m
-        c = -a * sum_g / m
-        dx = layout.restore(_affine(ctx, layout, x3, b, c, g3, a, centre=mean)) if ctx.needs_input_grad[0] else None
-        return dx, sum_g_xhat, sum_g
+        return _batch_norm_backward(ctx, g)
+
+
+class BatchNormRelu(Function):
+    """relu(batch_norm(x)) as one op, for jit's ``batch_norm_relu`` rewrite (rewrites.py): the relu is
+    applied to each cache block as the affine map writes it, and the backward masks the gradient
+    (g * (y > 0), relu's backward) block by block inside batch norm's two passes, instead of a relu
+    making two passes of its own over memory. The same products in the same order as BatchNorm then
+    Relu: bit-identical to them.
+    """
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, *, eps, momentum=0.1, running_mean=None, running_var=None):
+        return _batch_norm_forward(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, relu=True)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _batch_norm_backward(ctx, g)
+
+
+def _batch_norm_forward(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, relu: bool):
+    m, layout = _count(x.shape), _Layout(x)
+    x3 = layout.view(x)
+    mean, total_sq = _statistics(layout, x3)                             # (C,) float64, one pass
+    var = total_sq / m                                                   # biased
+    inv_std = 1.0 / np.sqrt(var + eps)
+    y3 = _affine(ctx, layout, x3, gamma * inv_std, beta.astype(np.float64), centre=mean, relu=relu)
+    if running_mean is not None:
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += (momentum * m / (m - 1)) * var
+    ctx.save_for_backward(x3, mean, gamma.astype(np.float64), inv_std, y3 if relu else None)
+    ctx.layout = layout
+    return layout.restore(y3)
+
+
+def _batch_norm_backward(ctx, g):
+    x3, mean, gamma, inv_std, relu_out = ctx.saved_tensors
+    layout, m = ctx.layout, _count(g.shape)
+    g3 = layout.view(g)
+    sum_g, sum_g_xc = _centred_sums(layout, g3, x3, mean, mask=relu_out)
+    sum_g_xhat = sum_g_xc * inv_std                                      # = dgamma
+    # dx = A*g + B*(x - mu) + C per channel: the docstring's formula with xhat = (x - mu) r expanded
+    a = gamma * inv_std
+    b = -a * inv_std * sum_g_xhat / m
+    c = -a * sum_g / m
+    dx = None
+    if ctx.needs_input_grad[0]:
+        dx = layout.restore(_affine(ctx, layout, x3, b, c, g3, a, centre=mean, mask=relu_out))
+    return dx, sum_g_xhat, sum_g
 
 
 class BatchNormEval(Function):
