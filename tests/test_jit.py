@@ -125,6 +125,21 @@ def test_numpy_code_on_an_input_outside_the_ops_is_caught_at_the_first_replay(re
         step(w, np.full(3, 255.5, np.float32))   # 0.2% off: far beyond rounding
 
 
+def test_comparisons_inside_fn_are_recomputed_on_every_call():
+    """A mask made with <, ==, ... from this call's data is an op jit records, not a value frozen at trace time."""
+    def f(x, labels):
+        t = tc.Tensor(x)
+        kept = tc.where(t > 0.5, t, 0.0) * (tc.Tensor(labels) == 1)
+        return kept.sum().data, (t <= t.mean()).data
+
+    step = tc.jit(f)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        x, labels = rng.random(8).astype(np.float32), rng.integers(0, 3, 8)
+        assert bits_equal(step(x, labels), f(x, labels))
+    assert step.traces == 1
+
+
 def test_retracing_is_counted_cached_and_warned_about(monkeypatch):
     step = tc.jit(tc.value_and_grad(lambda w, x: (tc.Tensor(x) * w).sum()))
     w = np.ones(3, np.float32)

@@ -84,7 +84,10 @@ class Tensor:
     def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None, dtype=None):
         if isinstance(data, Tensor):
             data = data.data
-        self.data: np.ndarray = _as_array(data, dtype)
+        if isinstance(data, np.ndarray) and autograd._tape.get() is not None:
+            self.data: np.ndarray = autograd._step(_as_array, data, dtype)  # jit replays a conversion (int -> float)
+        else:
+            self.data = _as_array(data, dtype)
         if requires_grad and not np.issubdtype(self.data.dtype, np.floating):
             raise TypeError(f"Tensor: requires_grad=True needs a floating dtype, got {self.data.dtype}")
         self.grad: np.ndarray | None = None
@@ -241,30 +244,28 @@ class Tensor:
 
     # comparisons give boolean tensors with no gradient; == and != with a non-number give NotImplemented
     # (so Python falls back to identity, as for any two unrelated objects)
-    def _compare(self, ufunc, fn: str, other: Any) -> Tensor:
-        if isinstance(other, (bool, int, float)):
-            # NumPy compares a Python number exactly (bool tensor == 5 is False, int8 tensor < 1000 is True);
-            # bools as their 0/1 bytes, as NumPy has no bool-against-2**63 comparison (OverflowError)
-            mine = self.data.view(np.uint8) if self.dtype == np.bool_ else self.data
-            return Tensor(ufunc(mine, other), dtype=bool)
+    def _compare(self, fn: str, other: Any) -> Tensor:
+        """A boolean Tensor, no gradient; an op (``Compare``), so a jitted function recomputes it each call."""
+        if isinstance(other, (bool, int, float)):  # compared exactly, as NumPy does (int8 tensor < 1000 is True)
+            return E.Compare.apply(self.detach(), op=fn, number=other)
         if not isinstance(other, Tensor):
             check_tensor_like(fn, "other", other)
             other = Tensor(other)
         check_broadcast(fn, self.shape, other.shape)
-        return Tensor(ufunc(self.data, other.data), dtype=bool)
+        return E.Compare.apply(self.detach(), other.detach(), op=fn)
 
-    def _equality(self, ufunc, fn: str, other: Any):
+    def _equality(self, fn: str, other: Any):
         try:
-            return self._compare(ufunc, fn, other)
+            return self._compare(fn, other)
         except TypeError:
             return NotImplemented
 
-    def __lt__(self, other): return self._compare(np.less, "lt", other)
-    def __le__(self, other): return self._compare(np.less_equal, "le", other)
-    def __gt__(self, other): return self._compare(np.greater, "gt", other)
-    def __ge__(self, other): return self._compare(np.greater_equal, "ge", other)
-    def __eq__(self, other): return self._equality(np.equal, "eq", other)
-    def __ne__(self, other): return self._equality(np.not_equal, "ne", other)
+    def __lt__(self, other): return self._compare("lt", other)
+    def __le__(self, other): return self._compare("le", other)
+    def __gt__(self, other): return self._compare("gt", other)
+    def __ge__(self, other): return self._compare("ge", other)
+    def __eq__(self, other): return self._equality("eq", other)
+    def __ne__(self, other): return self._equality("ne", other)
     __hash__ = object.__hash__
 
     # -- methods ---------------------------------------------------------------------------------

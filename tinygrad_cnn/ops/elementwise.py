@@ -166,6 +166,25 @@ class Sqrt(Function):
         return g / (2 * y)
 
 
+class Compare(Function):
+    """y = a < b (or <=, >, >=, ==, != by ``op``), a boolean array; ``number``: b is that Python number,
+    compared exactly as NumPy compares it. Not differentiable: applied to detached inputs, an op so that
+    jit records it (a mask made from this call's data, not frozen at trace time)."""
+
+    UFUNCS = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
+              "eq": np.equal, "ne": np.not_equal}
+
+    @staticmethod
+    def forward(ctx, a, b=None, *, op, number=None):
+        if b is None:  # bools as their 0/1 bytes: NumPy has no bool-against-2**63 comparison (OverflowError)
+            return Compare.UFUNCS[op](a.view(np.uint8) if a.dtype == np.bool_ else a, number)
+        return Compare.UFUNCS[op](a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        return None
+
+
 class Relu(Function):
     """y = max(x, 0).   dx = g where x > 0, else 0 (the subgradient at 0 is taken as 0).
 
