@@ -34,15 +34,11 @@ from typing import Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["num_threads", "batch_slices", "over_batch", "over_blocks", "blas_single_threaded"]
+__all__ = ["num_threads", "batch_slices", "over_batch", "blas_single_threaded"]
 
 # Below this many array elements a kernel runs on the calling thread: handing work to a thread
 # costs tens of microseconds, more than the work itself.
 MIN_PARALLEL_WORK = 1 << 16
-
-# The most bytes of one array a kernel of ``over_blocks`` touches per call: about half a core's L2
-# cache, so the few passes a kernel makes over its block (and its temporaries) stay in the cache.
-BLOCK_BYTES = 1 << 19
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -142,23 +138,6 @@ def over_batch(kernel: Callable[[slice], T], n: int, *, work: int) -> list[T]:
     return [first] + [f.result() for f in futures]
 
 
-def over_blocks(kernel: Callable[[slice], T], n: int, *, item_bytes: int, work: int) -> list[T]:
-    """``over_batch`` with each thread's slice cut into consecutive blocks of at most ``BLOCK_BYTES``
-    (``item_bytes``: the bytes of one batch item of the largest array the kernel touches): the list of
-    ``kernel(block)`` over all blocks.
-
-    A kernel that makes several passes (``y = x*a; y += b; y += g*c``) then makes them over a block
-    still in the core's cache instead of over the whole array in memory: a pass over memory for the
-    kernel, not one per ufunc call. Blocks hold several items unless one item alone is larger.
-    """
-    per_block = max(1, BLOCK_BYTES // max(item_bytes, 1))
-
-    def blocks(s: slice) -> list[T]:
-        return [kernel(slice(i, min(i + per_block, s.stop))) for i in range(s.start, s.stop, per_block)]
-
-    return [result for part in over_batch(blocks, n, work=work) for result in part]
-
-
 def _after_fork_in_child() -> None:
     """The parent's pool threads do not exist in a forked child: start afresh there. Only the forking
     thread survives, so only its BLAS block (if it was inside one) still holds the limit."""
@@ -174,4 +153,3 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-

@@ -52,8 +52,9 @@ def _find(program: list, kind: str, op: type, ctx_slot: int) -> int | None:
 
 def batch_norm_relu(program: list, protected: set[int], new_slot=None) -> list:
     """``relu(batch_norm(x))`` (training mode) becomes one ``BatchNormRelu`` op: the relu is applied to
-    each cache block of batch norm's output as it is written, and relu's backward mask is applied
-    block by block inside batch norm's backward, instead of two more passes over memory each way.
+    each thread's slice of batch norm's output right after it is written (while it is still in cache),
+    and relu's backward mask is applied inside batch norm's backward: no relu output array, and one op
+    instead of two each way.
 
     Exact: BatchNormRelu makes the same products in the same order as the two ops (ops/norm.py), bit
     for bit. Runs before ``relu_after_max_pool``: relu is free here, and the pool after it is unchanged.

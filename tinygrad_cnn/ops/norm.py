@@ -36,15 +36,11 @@ Implementation notes. These run every training step on the largest arrays of the
 
 * x is viewed as (N, P, C) when it is channels-last in memory (what conv2d returns: a per-channel
   vector then broadcasts along the contiguous last axis) and as (N, C, P) otherwise: no copy either way;
-* the statistics take one pass over memory: each cache-sized block of images is centred on its own
-  mean while it is in cache (sums per image by a BLAS matrix-vector product over the P pixels, in
-  x's dtype, then summed over images in float64), and the blocks' means and squared deviations are
-  combined exactly (``_statistics``): as accurate as two passes, with no x - mu array kept;
+* the statistics are sums of x and x*x per image (a BLAS matrix-vector product over the P pixels,
+  in x's dtype), then summed over images in float64: accurate for float32 inputs and one pass;
 * forward and backward are one affine map per channel each, y = x*scale + shift and
-  dx = A*g + B*x + C, computed on image slices of the batch in parallel threads, each slice in
-  cache-sized blocks of images (``parallel.over_blocks``) contributing partial sums: the few ufunc
-  passes of a kernel (subtract, square, sum; multiply, add, add) then run over a block still in the
-  core's cache, one pass over memory per kernel instead of one per ufunc call.
+  dx = A*g + B*x + C, computed on image slices of the batch in parallel threads
+  (``parallel.over_batch``), each slice contributing partial sums.
 
 Layer and group normalisation standardise along *rows* instead of channels: each sample's own values
 (layer norm: its last axes; group norm: a group of channels with their pixels), so the statistics
@@ -63,7 +59,7 @@ import numpy as np
 from ..autograd import Function
 from ..checks import check_bool, check_float, check_float_dtype, check_int, check_min_ndim, check_ndim, check_nonempty
 from ..checks import check_tensor_like, describe
-from ..parallel import over_batch, over_blocks
+from ..parallel import over_batch
 
 __all__ = ["BatchNorm", "BatchNormRelu", "BatchNormEval", "batch_norm", "LayerNorm", "GroupNorm", "layer_norm",
            "group_norm"]
@@ -107,63 +103,31 @@ class _Layout:
 
 
 def _affine(ctx, layout: _Layout, x3: np.ndarray, scale: np.ndarray, shift: np.ndarray,
-            g3: np.ndarray | None = None, gscale: np.ndarray | None = None,
-            centre: np.ndarray | None = None, relu: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
-    """out = (x - centre)*scale + shift (+ g*gscale), per channel ((C,) float64 vectors; no centre: 0),
-    in cache-sized blocks of images, in parallel. ``relu``: then max(out, 0); ``mask``: g is taken as
-    g * (mask > 0) (relu's backward, with mask relu's output). ``out`` comes from ``ctx.empty_like``."""
+            g3: np.ndarray | None = None, gscale: np.ndarray | None = None, relu: bool = False) -> np.ndarray:
+    """out = x*scale + shift (+ g*gscale), per channel, image slices in parallel; (C,) float64 vectors;
+    ``relu``: then max(out, 0) on the slice just written. ``out`` comes from ``ctx.empty_like`` (jit reuses it)."""
     dtype = x3.dtype
     scale, shift = (v.astype(dtype).reshape(layout.vector) for v in (scale, shift))
     gscale = None if gscale is None else gscale.astype(dtype).reshape(layout.vector)
-    centre = None if centre is None else centre.astype(dtype).reshape(layout.vector)
     out = ctx.empty_like(x3)
 
     def kernel(s: slice) -> None:
-        if centre is None:
-            np.multiply(x3[s], scale, out=out[s])
-        else:
-            np.subtract(x3[s], centre, out=out[s])
-            out[s] *= scale
+        np.multiply(x3[s], scale, out=out[s])
         out[s] += shift
         if g3 is not None:
-            out[s] += _masked(g3[s], mask, s) * gscale
+            out[s] += g3[s] * gscale
         if relu:
             np.maximum(out[s], 0, out=out[s])
 
-    over_blocks(kernel, len(x3), item_bytes=x3[0].nbytes, work=x3.size)
+    over_batch(kernel, len(x3), work=x3.size)
     return out
-
-
-def _statistics(layout: _Layout, x3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and sum of squared deviations of x (float64), in one pass over memory.
-
-    Each cache-sized block of images is centred on its own mean while it is in cache (two passes
-    over the block, so no cancellation: var = E[x^2] - mean^2 would lose every digit of float32 sums
-    for data like 1000 +- 1), and the blocks are combined exactly (Chan, Golub and LeVeque):
-    mean = sum_b n_b mean_b / n,   M2 = sum_b M2_b + sum_b n_b (mean_b - mean)^2.
-    """
-    per_image = x3[0].size // x3.shape[2 if layout.last else 1]          # values of a channel in an image
-
-    def block(s: slice) -> tuple[int, np.ndarray, np.ndarray]:
-        xb, count = x3[s], (s.stop - s.start) * per_image
-        centre = (layout.sums(xb) / count).astype(xb.dtype)                # the block's mean, rounded
-        xc = xb - centre.reshape(layout.vector)                             # a block-sized temporary
-        shift, squares = layout.sums(xc), layout.sums(xc, xc)               # sum (x - c), sum (x - c)^2
-        return count, centre + shift / count, squares - shift * shift / count
-
-    parts = over_blocks(block, len(x3), item_bytes=x3[0].nbytes, work=x3.size)
-    n = sum(count for count, _, _ in parts)
-    mean = sum(count * block_mean for count, block_mean, _ in parts) / n
-    m2 = sum(block_m2 + count * (block_mean - mean) ** 2 for count, block_mean, block_m2 in parts)
-    return mean, m2
 
 
 def _sums(layout: _Layout, x3: np.ndarray, y3: np.ndarray | None = None) -> np.ndarray | tuple:
     """Per-channel sum of x, or (sum x, sum x*y), in float64; image slices in parallel."""
-    blocks = dict(item_bytes=x3[0].nbytes, work=x3.size)
     if y3 is None:
-        return sum(over_blocks(lambda s: layout.sums(x3[s]), len(x3), **blocks))
-    parts = over_blocks(lambda s: (layout.sums(x3[s]), layout.sums(x3[s], y3[s])), len(x3), **blocks)
+        return sum(over_batch(lambda s: layout.sums(x3[s]), len(x3), work=x3.size))
+    parts = over_batch(lambda s: (layout.sums(x3[s]), layout.sums(x3[s], y3[s])), len(x3), work=x3.size)
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
@@ -179,26 +143,7 @@ def _centre(ctx, layout: _Layout, x3: np.ndarray, mean: np.ndarray) -> tuple[np.
         np.subtract(x3[s], shift, out=xc[s])
         return layout.sums(xc[s], xc[s])
 
-    return xc, sum(over_blocks(kernel, len(x3), item_bytes=x3[0].nbytes, work=x3.size))
-
-
-def _masked(g: np.ndarray, mask: np.ndarray | None, s: slice) -> np.ndarray:
-    """g, or relu's backward g * (y > 0) with y = ``mask[s]`` (the same product the Relu op makes)."""
-    return g if mask is None else g * (mask[s] > 0)
-
-
-def _centred_sums(layout: _Layout, g3: np.ndarray, x3: np.ndarray, mean: np.ndarray,
-                  mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(sum g, sum g*(x - mean)) per channel in float64, one pass: x - mean is made block by block in
-    cache (and g masked by relu's output ``mask`` > 0, if given)."""
-    centre = mean.astype(x3.dtype).reshape(layout.vector)
-
-    def block(s: slice) -> tuple[np.ndarray, np.ndarray]:
-        xc, g = x3[s] - centre, _masked(g3[s], mask, s)
-        return layout.sums(g), layout.sums(g, xc)
-
-    parts = over_blocks(block, len(x3), item_bytes=x3[0].nbytes, work=x3.size)
-    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+    return xc, sum(over_batch(kernel, len(x3), work=x3.size))
 
 
 class BatchNorm(Function):
@@ -219,10 +164,9 @@ class BatchNorm(Function):
 
 class BatchNormRelu(Function):
     """relu(batch_norm(x)) as one op, for jit's ``batch_norm_relu`` rewrite (rewrites.py): the relu is
-    applied to each cache block as the affine map writes it, and the backward masks the gradient
-    (g * (y > 0), relu's backward) block by block inside batch norm's two passes, instead of a relu
-    making two passes of its own over memory. The same products in the same order as BatchNorm then
-    Relu: bit-identical to them.
+    applied to each thread's slice right after the affine map writes it (no array and no op of its
+    own), and the backward masks the gradient, g * (y > 0), before batch norm's backward. The same
+    products in the same order as BatchNorm then Relu: bit-identical to them.
     """
 
     @staticmethod
@@ -237,33 +181,36 @@ class BatchNormRelu(Function):
 def _batch_norm_forward(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, relu: bool):
     m, layout = _count(x.shape), _Layout(x)
     x3 = layout.view(x)
-    mean, total_sq = _statistics(layout, x3)                             # (C,) float64, one pass
+    mean = _sums(layout, x3) / m                                         # (C,) float64
+    xc, total_sq = _centre(ctx, layout, x3, mean)                        # x - mu, sum (x - mu)^2
     var = total_sq / m                                                   # biased
     inv_std = 1.0 / np.sqrt(var + eps)
-    y3 = _affine(ctx, layout, x3, gamma * inv_std, beta.astype(np.float64), centre=mean, relu=relu)
+    y3 = _affine(ctx, layout, xc, gamma * inv_std, beta.astype(np.float64), relu=relu)
     if running_mean is not None:
         running_mean *= 1 - momentum
         running_mean += momentum * mean
         running_var *= 1 - momentum
         running_var += (momentum * m / (m - 1)) * var
-    ctx.save_for_backward(x3, mean, gamma.astype(np.float64), inv_std, y3 if relu else None)
+    ctx.save_for_backward(xc, gamma.astype(np.float64), inv_std, y3 if relu else None)
     ctx.layout = layout
     return layout.restore(y3)
 
 
 def _batch_norm_backward(ctx, g):
-    x3, mean, gamma, inv_std, relu_out = ctx.saved_tensors
+    xc, gamma, inv_std, relu_out = ctx.saved_tensors
     layout, m = ctx.layout, _count(g.shape)
     g3 = layout.view(g)
-    sum_g, sum_g_xc = _centred_sums(layout, g3, x3, mean, mask=relu_out)
+    if relu_out is not None:  # relu's backward, as the Relu op computes it: g * (y > 0)
+        masked = ctx.empty_like(g3)
+        over_batch(lambda s: np.multiply(g3[s], relu_out[s] > 0, out=masked[s]), len(g3), work=g3.size)
+        g3 = masked
+    sum_g, sum_g_xc = _sums(layout, g3, xc)
     sum_g_xhat = sum_g_xc * inv_std                                      # = dgamma
     # dx = A*g + B*(x - mu) + C per channel: the docstring's formula with xhat = (x - mu) r expanded
     a = gamma * inv_std
     b = -a * inv_std * sum_g_xhat / m
     c = -a * sum_g / m
-    dx = None
-    if ctx.needs_input_grad[0]:
-        dx = layout.restore(_affine(ctx, layout, x3, b, c, g3, a, centre=mean, mask=relu_out))
+    dx = layout.restore(_affine(ctx, layout, xc, b, c, g3, a)) if ctx.needs_input_grad[0] else None
     return dx, sum_g_xhat, sum_g
 
 

@@ -9,9 +9,6 @@ its gradient is 0; perturbing the maximal pixel moves the output one for one, so
 whole upstream gradient. On a tie exactly one element receives it: the first maximum in row-major
 order within the window. Average pooling spreads g / (KH*KW) over the window. Where windows overlap
 (stride < kernel) a pixel collects the gradients of every window it belongs to.
-
-The loops over offsets run on cache-sized blocks of images (``parallel.over_blocks``): the KH*KW
-passes (and the backward's comparisons) then reread a block from the core's cache, not from memory.
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..checks import check_float_dtype, check_ndim, check_nonempty, check_pair, check_tensor_like
-from ..parallel import over_blocks
+from ..parallel import over_batch
 from .windows import out_size, pad, unpad, window
 
 NCHW = (2, 3)
@@ -56,7 +53,7 @@ class MaxPool2d(Function):
             for v in views[1:]:
                 np.maximum(y[s], v[s], out=y[s])
 
-        over_blocks(kernel_, len(x), item_bytes=xp[0].nbytes, work=xp.size)
+        over_batch(kernel_, len(x), work=xp.size)
         ctx.save_for_backward(xp, y)
         ctx.geometry = (kernel, stride, pads, out_hw)
         return y
@@ -91,7 +88,7 @@ class MaxPool2d(Function):
                 else:  # each input pixel lies in one window: write instead of add
                     np.multiply(g[s], hit, out=target)
 
-        over_blocks(kernel_, len(xp), item_bytes=xp[0].nbytes, work=xp.size)
+        over_batch(kernel_, len(xp), work=xp.size)
         return unpad(dxp, pads, "zeros", NCHW)
 
 
@@ -112,7 +109,7 @@ class AvgPool2d(Function):
                 y[s] += v[s]
             y[s] *= share
 
-        over_blocks(kernel_, len(x), item_bytes=xp[0].nbytes, work=xp.size)
+        over_batch(kernel_, len(x), work=xp.size)
         ctx.geometry = (xp.shape, kernel, stride, pads, out_hw)
         return y
 
