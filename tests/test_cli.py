@@ -199,12 +199,27 @@ def test_train_then_evaluate_ising(tmp_path, capsys, tiny_ising):
 
 @pytest.mark.parametrize("flags", [["--optimizer", "sgd", "--schedule", "step"], ["--schedule", "constant"],
                                    ["--model", "cnn-bn", "--lattice", "28"]],
-                         ids=["sgd-step", "constant", "cnn-bn"])
+                         ids=["sgd-step", "constant", "cnn-bn-28"])
 def test_train_ising_options(tmp_path, capsys, tiny_ising, flags):
     code, _, err = run(["train", *QUICK, "--limit", 64, "--out", "run", *flags], capsys)
     assert code == 0, err
     metrics = strict_json(tmp_path / "run" / "metrics.json")
     assert metrics["options"]["optimizer"] == (flags[1] if flags[0] == "--optimizer" else "adam")
+
+
+@pytest.mark.parametrize("model", ["cnn-bn", "cnn", "resnet-small"])
+def test_image_models_train_on_any_lattice_with_one_output_per_phase(tmp_path, capsys, tiny_ising, model):
+    """The model is built for the task's input size and classes (a 12x12 lattice, 2 phases), not for
+    28x28 images and 10 digits; evaluate then scores it as train did."""
+    code, out, err = run(["train", *QUICK, "--lattice", 12, "--limit", 64, "--out", "run", "--model", model], capsys)
+    assert code == 0, err
+    saved = tc.load(tmp_path / "run" / "params.npz")
+    logits = tc.models.get(model).apply(saved["params"], np.ones((3, 1, 12, 12), np.float32), state=saved["state"])
+    assert logits.shape == (3, 2)
+    accuracy = out.split("test accuracy ")[-1].split()[0]
+    code, out, err = run(["evaluate", tmp_path / "run"], capsys)
+    assert code == 0, err
+    assert f"test accuracy {accuracy}" in out
 
 
 def test_nan_results_are_written_as_null(tmp_path, capsys, tiny_ising, monkeypatch):

@@ -306,7 +306,7 @@ def _train(args, out: str, resumed: dict | None) -> int:
                              limit=args.limit)
     model = models.get(model_name)
     rng = np.random.default_rng(args.seed)
-    params, state = model.init(rng)
+    params, state = model.init(rng, **tasks.model_options(task))
     per_epoch = -(-len(task.train[1]) // options["batch_size"])
     optimizer = _interrupt_hook(_optimizer(args, options["lr"], epochs * per_epoch, options["weight_decay"]))
     print(f"training {model_name} on {args.dataset}: {len(task.train[1])} train / {len(task.test[1])} test samples, "

@@ -74,7 +74,7 @@ def input_size(meta: dict) -> int:
 
 def class_names(dataset: str, num_classes: int) -> list[str]:
     """The names of the model's ``num_classes`` outputs: the data set's (``tasks.CLASS_NAMES``), then
-    ``"class k"`` for any output the data set has no name for (an image CNN trained on Ising has 10)."""
+    ``"class k"`` for any output the data set has no name for (a model made for more classes)."""
     names = list(CLASS_NAMES.get(dataset, ()))[:num_classes]
     return names + [f"class {k}" for k in range(len(names), num_classes)]
 

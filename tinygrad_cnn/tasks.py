@@ -47,6 +47,13 @@ class Task:
     train_temperature: np.ndarray | None = None
 
 
+def model_options(task: Task) -> dict:
+    """The options of a model's ``init`` that fit ``task``: its inputs' channels and side, its classes
+    (so any model trains on any data set: an image CNN on 24x24 Ising lattices has 2 outputs)."""
+    x = task.train[0]
+    return {"in_channels": x.shape[1], "image_size": x.shape[-1], "num_classes": len(CLASS_NAMES[task.name])}
+
+
 def normalize_images(x: np.ndarray, mean: float, std: float) -> np.ndarray:
     """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) with the training set's mean 0 and std 1."""
     return ((x.astype(np.float32) / 255 - np.float32(mean)) / np.float32(std))[:, None]
@@ -123,5 +130,5 @@ def middle_peak(trials: np.ndarray, accuracy: np.ndarray) -> float:
     return float(trials[i] + np.clip(offset, -0.5, 0.5) * step)
 
 
-__all__ = ["DATASETS", "DEFAULT_MODEL", "CLASS_NAMES", "Task", "prepare", "normalize_images", "p_ordered",
-           "confusion_tc", "middle_peak", "crossing_temperature", "TC"]
+__all__ = ["DATASETS", "DEFAULT_MODEL", "CLASS_NAMES", "Task", "model_options", "prepare", "normalize_images",
+           "p_ordered", "confusion_tc", "middle_peak", "crossing_temperature", "TC"]
