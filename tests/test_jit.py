@@ -376,9 +376,12 @@ def test_bias_after_max_pool_leaves_a_conv_whose_output_is_read_elsewhere_alone(
     assert "ChannelBias" not in _forward_ops(step)
 
 
-def test_batch_norm_relu_is_on_by_default_and_gives_the_plan_without_it_bit_for_bit():
-    model = tc.models.get("cnn-bn")
+@pytest.mark.parametrize("name, fused", [("resnet-small", 4), ("cnn-bn", 0)])
+def test_batch_norm_relu_is_on_by_default_and_gives_the_plan_without_it_bit_for_bit(name, fused):
+    """resnet-small's batch-norm/relu pairs are fused; in cnn-bn, where a max-pool follows the relu,
+    relu_after_max_pool (run first, worth more there) takes the relu instead."""
     rng = np.random.default_rng(0)
+    model = tc.models.get(name)
     params, state = model.init(rng)
     states = {"on": state, "off": copy.deepcopy(state)}
 
@@ -387,13 +390,12 @@ def test_batch_norm_relu_is_on_by_default_and_gives_the_plan_without_it_bit_for_
             model.apply(p, x, state=states[which], training=True), y)), rewrites=None if which == "on" else ())
 
     on, off = step_for("on"), step_for("off")
-    for _ in range(3):
-        x, y = batch(rng, "cnn-bn")
+    for _ in range(2):
+        x, y = batch(rng, "cnn-bn", n=8)
         assert bits_equal(on(params, x, y), off(params, x, y))
         assert bits_equal(states["on"], states["off"])
-    assert _forward_ops(on).count("BatchNormRelu") == 2 and "BatchNorm" not in _forward_ops(on)
-    assert _forward_ops(on).count("Relu") == 1                 # the dense layer's
-    assert _forward_ops(off).count("BatchNorm") == 2
+    assert _forward_ops(on).count("BatchNormRelu") == fused
+    assert _forward_ops(on).count("BatchNorm") + fused == _forward_ops(off).count("BatchNorm")
 
 
 def test_what_a_rewritten_op_returns_is_handed_over_not_reused():
