@@ -426,9 +426,12 @@ def test_ctrl_c_during_train(tmp_path):
     flags = ["train", "--lattice", 8, "--epochs", 4, "--limit", 1000, "--batch-size", 32, "--no-progress"]
     whole = run_module(*flags, "--out", "whole", env_dir=tmp_path)
     assert whole.returncode == 0, whole.stderr
+    # SIGINT back to its default first: a shell running the tests in the background (nohup ... &) starts
+    # them with SIGINT ignored, which Python then keeps, and the Ctrl-C would never arrive
     process = subprocess.Popen([sys.executable, "-m", "tinygrad_cnn", *map(str, flags), "--out", "run"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                               env=module_env(tmp_path, {"PYTHONUNBUFFERED": "1"}))
+                               env=module_env(tmp_path, {"PYTHONUNBUFFERED": "1"}),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in process.stdout:
             if line.startswith("epoch 1:"):
