@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph = sub.add_parser("graph", help="draw one training step of a reference model with Graphviz")
     graph.add_argument("--model", choices=list(MODELS),
                        help="the model drawn. Default: ising-cnn on 24x24 Ising lattices, the model train trains "
-                            "by default; cnn and cnn-bn take 28x28 images")
+                            "by default; cnn, cnn-bn and resnet-small take 28x28 images")
     graph.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
                        help="draw cnn-bn / cnn (with or without batch norm; overrides --model's cnn or cnn-bn)")
     graph.add_argument("--batch", type=_positive_int, default=8, help="batch size of the step drawn (default 8)")
