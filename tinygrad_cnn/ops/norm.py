@@ -162,20 +162,16 @@ class BatchNorm(Function):
         return _batch_norm_backward(ctx, g)
 
 
-class BatchNormRelu(Function):
+class BatchNormRelu(BatchNorm):
     """relu(batch_norm(x)) as one op, for jit's ``batch_norm_relu`` rewrite (rewrites.py): the relu is
     applied to each thread's slice right after the affine map writes it (no array and no op of its
-    own), and the backward masks the gradient, g * (y > 0), before batch norm's backward. The same
-    products in the same order as BatchNorm then Relu: bit-identical to them.
+    own), and the backward (BatchNorm's, which finds relu's output saved) masks the gradient,
+    g * (y > 0), first. The same products in the same order as BatchNorm then Relu: bit-identical.
     """
 
     @staticmethod
     def forward(ctx, x, gamma, beta, *, eps, momentum=0.1, running_mean=None, running_var=None):
         return _batch_norm_forward(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, relu=True)
-
-    @staticmethod
-    def backward(ctx, g):
-        return _batch_norm_backward(ctx, g)
 
 
 def _batch_norm_forward(ctx, x, gamma, beta, eps, momentum, running_mean, running_var, relu: bool):
