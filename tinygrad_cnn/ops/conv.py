@@ -50,6 +50,7 @@ from ..autograd import Function
 from ..checks import (check_choice, check_float_dtype, check_int, check_ndim, check_nonempty, check_pair,
                       check_tensor_like)
 from ..parallel import over_batch
+from .channels import row_repeats, tiled, wide
 from .windows import out_size, pad, resolve_padding, unpad, window
 
 NHWC = (1, 2)  # spatial axes of a channels-last array
@@ -154,7 +155,8 @@ def _new_cols(ctx, groups: int, m: int, k: int, channels_per_group: int, dtype) 
 
 def _convolve(xp, wmat, cols, y, b, geometry, s: slice) -> None:
     """conv2d's forward for images ``s``: ``cols`` = im2col(xp), then (unless ``y`` is None) the rows
-    ``y`` (M, F) = cols @ wmat (+ b), block by block while the block of ``cols`` is in cache."""
+    ``y`` (M, F) = cols @ wmat (+ b), block by block while the block of ``cols`` is in cache. ``b`` is
+    the bias tiled for rows of ``row_repeats(OH*OW, F)`` pixels (channels.py) or None."""
     out_hw = geometry[1]
     pixels, groups = out_hw[0] * out_hw[1], wmat.shape[0]
     y_g = None if y is None else _by_group(y, groups)                     # (G, M, F/G) view of y
@@ -164,7 +166,8 @@ def _convolve(xp, wmat, cols, y, b, geometry, s: slice) -> None:
         if y is not None:
             _matmul(cols[:, rows], wmat, out=y_g[:, rows])
             if b is not None:
-                y[rows] += b
+                y_rows = wide(y[rows], len(b) // y.shape[1])
+                np.add(y_rows, b, out=y_rows)
 
 
 def _scatter(g2, wmat, dxp, geometry, s: slice, start=0) -> None:
@@ -202,7 +205,8 @@ class Conv2d(Function):
         wmat = _filters_as_matrix(w, groups).astype(dtype, copy=False)      # (G, K/G, F/G)
         y = ctx.empty((m, f), dtype)                                        # (M, F): NHWC rows
         geometry = ((kh, kw), out_hw, stride, dilation)
-        over_batch(lambda s: _convolve(xp, wmat, cols, y, b, geometry, s), n, work=cols.size)
+        b_rows = None if b is None else tiled(b, row_repeats(out_hw[0] * out_hw[1], f))
+        over_batch(lambda s: _convolve(xp, wmat, cols, y, b_rows, geometry, s), n, work=cols.size)
         ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None, wmat)
         ctx.geometry = (xp.shape, geometry, pads, mode)
         return y.reshape(n, *out_hw, f).transpose(0, 3, 1, 2)               # NCHW view of NHWC memory

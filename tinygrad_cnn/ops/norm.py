@@ -60,6 +60,7 @@ from ..autograd import Function
 from ..checks import check_bool, check_float, check_float_dtype, check_int, check_min_ndim, check_ndim, check_nonempty
 from ..checks import check_tensor_like, describe
 from ..parallel import over_batch
+from .channels import row_repeats, tiled, wide
 
 __all__ = ["BatchNorm", "BatchNormRelu", "BatchNormEval", "batch_norm", "LayerNorm", "GroupNorm", "layer_norm",
            "group_norm"]
@@ -80,11 +81,13 @@ class _Layout:
         self.last = x.ndim == 2 or nhwc.flags.c_contiguous
         self.view3 = (n, -1, c) if self.last else (n, c, -1)
         self.vector = (c,) if self.last else (c, 1)       # a per-channel vector broadcasting against view3
+        self.repeats = row_repeats(math.prod(x.shape[2:]), c) if self.last else 1
 
     def view(self, a: np.ndarray) -> np.ndarray:
-        """``a`` (x's shape) as 3-D in this layout; a copy only if ``a`` is laid out differently."""
+        """``a`` (x's shape) as 3-D in this layout, C-contiguous when channels-last (``wide`` needs it);
+        a copy only if ``a`` is laid out differently."""
         if self.last:
-            return a.transpose(0, *range(2, a.ndim), 1).reshape(self.view3)
+            return np.ascontiguousarray(a.transpose(0, *range(2, a.ndim), 1).reshape(self.view3))
         return a.reshape(self.view3)
 
     def restore(self, a3: np.ndarray) -> np.ndarray:
@@ -94,6 +97,15 @@ class _Layout:
         nhwc = a3.reshape(self.shape[:1] + self.shape[2:] + self.shape[1:2])
         return nhwc.transpose(0, nhwc.ndim - 1, *range(1, nhwc.ndim - 1))
 
+    def wide(self, a3: np.ndarray) -> np.ndarray:
+        """``a3`` from ``view`` seen in long rows for ``per_channel`` vectors (channels.py): (n, P/k, k*C)
+        when channels-last, ``a3`` itself otherwise."""
+        return wide(a3, self.repeats) if self.last else a3
+
+    def per_channel(self, v: np.ndarray, dtype) -> np.ndarray:
+        """A (C,) vector in ``dtype``, broadcasting against ``wide`` views."""
+        return tiled(v, self.repeats, dtype) if self.last else v.astype(dtype).reshape(self.vector)
+
     def sums(self, a3: np.ndarray, b3: np.ndarray | None = None) -> np.ndarray:
         """Per-channel sum of a (or of a*b) over a slice of images, (C,) in float64: per-image sums by
         BLAS in a's dtype, then summed over images in float64."""
@@ -102,22 +114,26 @@ class _Layout:
         return per_image.sum(axis=0, dtype=np.float64)
 
 
-def _affine(ctx, layout: _Layout, x3: np.ndarray, scale: np.ndarray, shift: np.ndarray,
+def _affine(ctx, layout: _Layout, x3: np.ndarray, scale: np.ndarray, shift: np.ndarray | None,
             g3: np.ndarray | None = None, gscale: np.ndarray | None = None, relu: bool = False) -> np.ndarray:
-    """out = x*scale + shift (+ g*gscale), per channel, image slices in parallel; (C,) float64 vectors;
+    """out = x*scale + shift (+ g*gscale), per channel, image slices in parallel; (C,) float64 vectors
+    (``shift`` None: no shift);
     ``relu``: then max(out, 0) on the slice just written. ``out`` comes from ``ctx.empty_like`` (jit reuses it)."""
     dtype = x3.dtype
-    scale, shift = (v.astype(dtype).reshape(layout.vector) for v in (scale, shift))
-    gscale = None if gscale is None else gscale.astype(dtype).reshape(layout.vector)
+    scale = layout.per_channel(scale, dtype)
+    shift = None if shift is None else layout.per_channel(shift, dtype)
+    gscale = None if gscale is None else layout.per_channel(gscale, dtype)
     out = ctx.empty_like(x3)
+    x_, out_, g_ = layout.wide(x3), layout.wide(out), None if g3 is None else layout.wide(g3)
 
     def kernel(s: slice) -> None:
-        np.multiply(x3[s], scale, out=out[s])
-        out[s] += shift
-        if g3 is not None:
-            out[s] += g3[s] * gscale
+        np.multiply(x_[s], scale, out=out_[s])
+        if shift is not None:
+            out_[s] += shift
+        if g_ is not None:
+            out_[s] += g_[s] * gscale
         if relu:
-            np.maximum(out[s], 0, out=out[s])
+            np.maximum(out_[s], 0, out=out_[s])
 
     over_batch(kernel, len(x3), work=x3.size)
     return out
@@ -137,10 +153,10 @@ def _centre(ctx, layout: _Layout, x3: np.ndarray, mean: np.ndarray) -> tuple[np.
     Two passes (the mean first) instead of var = E[x^2] - mean^2: with a mean large against the spread
     (say 1000 +- 1) the one-pass formula cancels away every digit of float32 sums."""
     xc = ctx.empty_like(x3)
-    shift = mean.astype(x3.dtype).reshape(layout.vector)
+    shift, x_, xc_ = layout.per_channel(mean, x3.dtype), layout.wide(x3), layout.wide(xc)
 
     def kernel(s: slice) -> np.ndarray:
-        np.subtract(x3[s], shift, out=xc[s])
+        np.subtract(x_[s], shift, out=xc_[s])
         return layout.sums(xc[s], xc[s])
 
     return xc, sum(over_batch(kernel, len(x3), work=x3.size))
