@@ -18,6 +18,7 @@ import numpy as np
 from ..autograd import Function
 from ..checks import check_float_dtype, check_ndim, check_nonempty, check_pair, check_tensor_like
 from ..parallel import over_batch
+from .channels import in_layout_of
 from .windows import out_size, pad, unpad, window
 
 NCHW = (2, 3)
@@ -62,6 +63,7 @@ class MaxPool2d(Function):
     def backward(ctx, g):
         xp, y = ctx.saved_tensors
         kernel, stride, pads, out_hw = ctx.geometry
+        g = in_layout_of(g, y, ctx.empty_like)  # e.g. NCHW from a flatten's backward, y channels-last
         dxp = ctx.empty_like(xp)
         overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
         tiled = tuple(stride) == tuple(kernel)  # the windows write every pixel they cover
