@@ -398,6 +398,51 @@ def test_batch_norm_relu_is_on_by_default_and_gives_the_plan_without_it_bit_for_
     assert _forward_ops(on).count("BatchNorm") + fused == _forward_ops(off).count("BatchNorm")
 
 
+def test_batch_norm_max_pool_is_applied_and_equal_to_the_plan_without_it_to_rounding():
+    """Opt-in (its sums run over the window winners only): cnn-bn's loss and running statistics keep
+    their bits (the pool's maximum of a monotonic map is the mapped maximum), the gradients agree to
+    float32 rounding, and each batch norm with its max-pool runs as one op."""
+    rng = np.random.default_rng(0)
+    model = tc.models.get("cnn-bn")
+    params, state = model.init(rng)
+    params["conv1"]["gamma"][::3] *= -1  # channels where the window minimum maps to the maximum
+    states = {"on": state, "off": copy.deepcopy(state)}
+
+    def step_for(which, names):
+        return tc.jit(tc.value_and_grad(lambda p, x, y: tc.cross_entropy(
+            model.apply(p, x, state=states[which], training=True), y)), rewrites=names)
+
+    on = step_for("on", tc.rewrites.DEFAULT + ("batch_norm_max_pool",))
+    off = step_for("off", tc.rewrites.DEFAULT)
+    for _ in range(3):
+        x, y = batch(rng, "cnn-bn", n=64)
+        (got_loss, got), (want_loss, want) = on(params, x, y), off(params, x, y)
+        assert got_loss == want_loss
+        for a, b in zip(tree_leaves(got), tree_leaves(want)):
+            assert a.dtype == b.dtype == np.float32
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+        assert bits_equal(states["on"], states["off"])
+    assert on.traces == 1
+    assert _forward_ops(on).count("BatchNormMaxPool") == 2 and "MaxPool2d" not in _forward_ops(on)
+    assert "BatchNormMaxPool" not in _forward_ops(off)
+
+
+def test_batch_norm_max_pool_leaves_padded_pools_and_shared_outputs_alone():
+    def f(x, gamma, beta):
+        kept = tc.batch_norm(tc.Tensor(x), gamma, beta)                   # returned too: must exist
+        padded = tc.max_pool2d(tc.batch_norm(tc.Tensor(x), gamma, beta), 2, padding=1)
+        fused = tc.max_pool2d(tc.batch_norm(tc.Tensor(x), gamma, beta), 2)
+        return tc.max_pool2d(kept, 2).data, kept.data, padded.data, fused.data
+
+    step = tc.jit(f, rewrites=("batch_norm_max_pool",))
+    rng = np.random.default_rng(0)
+    gamma, beta = np.ones(3, np.float32), np.zeros(3, np.float32)
+    for _ in range(2):
+        x = rng.standard_normal((4, 3, 6, 6)).astype(np.float32)
+        assert bits_equal(step(x, gamma, beta), f(x, gamma, beta))
+    assert _forward_ops(step) == ["BatchNorm", "BatchNorm", "MaxPool2d", "BatchNormMaxPool", "MaxPool2d"]
+
+
 def test_what_a_rewritten_op_returns_is_handed_over_not_reused():
     """fn returns a view (a reshape) of the fused op's output: the trace saw that memory come from the relu
     the rewrite removed, so the memory plan learns it at the first replay and never writes it again."""

@@ -312,3 +312,67 @@ def test_batch_norm_relu_is_relu_of_batch_norm_bit_for_bit_and_passes_gradcheck(
     shape = (1, -1) + (1,) * (x.ndim - 2)
     if np.min(np.abs(xhat * gamma.reshape(shape) + beta.reshape(shape))) > 1e-3:
         assert tc.gradcheck(lambda *t: BatchNormRelu.apply(*t, **kw), x, gamma, beta)
+
+
+@st.composite
+def bn_pool_inputs(draw):
+    """x (N, C, H, W) with distinct values, gamma of either sign, beta, and a pool kernel/stride that fit."""
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    h, w = draw(st.integers(kernel[0], 6)), draw(st.integers(kernel[1], 6))
+    x = draw(arrays((n, c, h, w if n * h * w > 1 else 2), distinct=True))
+    gamma = draw(arrays((c,), low=0.2, high=2.0)) * np.array(draw(st.lists(st.sampled_from([-1.0, 1.0]),
+                                                                              min_size=c, max_size=c)))
+    return x, gamma, draw(arrays((c,))), dict(kernel=kernel, stride=stride, pads=((0, 0), (0, 0)))
+
+
+@given(inputs=bn_pool_inputs(), data=st.data())
+def test_batch_norm_max_pool_is_max_pool_of_batch_norm_and_passes_gradcheck(inputs, data):
+    """The fused op of jit's batch_norm_max_pool rewrite: the forward bit for bit (max of a monotonic map,
+    the min where gamma < 0), the gradients to rounding (its sums run over the window winners only),
+    the running statistics bit for bit, and its own gradient against finite differences."""
+    from tinygrad_cnn.ops.norm import BatchNormMaxPool
+
+    x, gamma, beta, pool = inputs
+    out_hw = [(size - k) // s + 1 for size, k, s in zip(x.shape[2:], pool["kernel"], pool["stride"])]
+    upstream = data.draw(arrays((*x.shape[:2], *out_hw)))
+    stats = {which: (np.zeros(x.shape[1]), np.ones(x.shape[1])) for which in ("fused", "two")}
+
+    def fused(*t):
+        return BatchNormMaxPool.apply(*t, eps=1e-5, momentum=0.1, running_mean=stats["fused"][0],
+                                      running_var=stats["fused"][1], **pool)
+
+    def two(*t):
+        y = batch_norm(*t, running_mean=stats["two"][0], running_var=stats["two"][1])
+        return tc.max_pool2d(y, pool["kernel"], pool["stride"])
+
+    fused_y, fused_grads = our_grads(fused, x, gamma, beta, upstream=upstream)
+    two_y, two_grads = our_grads(two, x, gamma, beta, upstream=upstream)
+    np.testing.assert_array_equal(fused_y, two_y)
+    for a, b in zip(fused_grads, two_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * max(1.0, np.abs(b).max()))
+    for a, b in zip(stats["fused"], stats["two"]):
+        np.testing.assert_array_equal(a, b)
+    assert tc.gradcheck(lambda *t: BatchNormMaxPool.apply(*t, eps=1e-5, **pool), x, gamma, beta)
+
+
+def test_batch_norm_max_pool_float32_at_real_size_routes_ties_to_the_first_pixel():
+    """Batch 64, 32 channels, channels-last memory as conv2d returns it, values on a coarse grid (exact
+    ties in most windows), some gammas negative: the same winners as the two ops (the first pixel
+    holding the maximum), gradients equal to float32 rounding."""
+    from tinygrad_cnn.ops.norm import BatchNormMaxPool
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(-3, 4, (64, 27, 27, 32)).astype(np.float32).transpose(0, 3, 1, 2)  # odd H, W: a leftover row
+    gamma = rng.uniform(0.5, 1.5, 32).astype(np.float32) * np.where(np.arange(32) % 5 == 0, -1, 1).astype(np.float32)
+    beta = rng.standard_normal(32).astype(np.float32)
+    pool = dict(kernel=(2, 2), stride=(2, 2), pads=((0, 0), (0, 0)))
+    upstream = rng.standard_normal((64, 32, 13, 13)).astype(np.float32)
+    fused_y, fused = our_grads(lambda *t: BatchNormMaxPool.apply(*t, eps=1e-5, **pool), x, gamma, beta,
+                               upstream=upstream)
+    two_y, two = our_grads(lambda *t: tc.max_pool2d(batch_norm(*t), 2), x, gamma, beta, upstream=upstream)
+    np.testing.assert_array_equal(fused_y, two_y)
+    assert fused[0].dtype == np.float32
+    for a, b in zip(fused, two):  # a gradient sent to another pixel of a tie would be off by A*g there
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5 * np.abs(b).max())

@@ -16,11 +16,11 @@ from functools import partial
 
 from .ops.conv import ChannelBias, Conv2d
 from .ops.elementwise import Relu
-from .ops.norm import BatchNorm, BatchNormRelu
+from .ops.norm import BatchNorm, BatchNormMaxPool, BatchNormRelu
 from .ops.pool import MaxPool2d
 
 __all__ = ["REWRITES", "DEFAULT", "REORDERS_SUMS", "apply", "batch_norm_relu", "relu_after_max_pool",
-           "bias_after_max_pool", "unneeded_gradients"]
+           "batch_norm_max_pool", "bias_after_max_pool", "unneeded_gradients"]
 
 
 def _slots(spec) -> list[int]:
@@ -88,6 +88,55 @@ def batch_norm_relu(program: list, protected: set[int], new_slot=None) -> list:
         program[r_index] = program[r_context] = None
         program = [ins for ins in program if ins is not None]
         return batch_norm_relu(program, protected, new_slot)  # indices moved: look again from the start
+    return program
+
+
+def _unpadded(kwargs: tuple) -> bool:
+    """Whether a recorded pool's ``pads`` keyword (a spec of ((top, bottom), (left, right))) is all zeros."""
+    def values(spec):
+        kind, value = spec
+        return [v for part in value for v in values(part)] if kind == "tuple" else [value]
+    return not any(values(dict(kwargs)["pads"]))
+
+
+def batch_norm_max_pool(program: list, protected: set[int], new_slot=None) -> list:
+    """``max_pool(batch_norm(x))`` (training mode, no padding) becomes one ``BatchNormMaxPool`` op: the
+    window maxima of x - mu are taken first and the affine map applied to them, so batch norm's
+    full-size output is never written nor read back, and the backward makes one pass that routes each
+    window's gradient and adds the statistics' part (ops/norm.py). Runs after ``relu_after_max_pool``,
+    which turns conv, batch norm, relu, max-pool into conv, batch norm, max-pool, relu.
+
+    Exact in value: the affine map per channel is monotonic and so is float rounding, so the maximum of
+    the mapped values is the mapped maximum (of the minimum where gamma < 0), bit for bit. The
+    gradient's sums over the window winners come in another order (equal to rounding, hence in
+    REORDERS_SUMS), and where two pixels of a window map to one float the gradient goes to the larger.
+    """
+    program = list(program)
+    uses = _uses(program)
+    for b_index, (kind, what, spec, y) in enumerate(program):
+        if kind != "forward" or what[0] is not BatchNorm or y in protected or len(uses.get(y, [])) != 1:
+            continue
+        p_index = uses[y][0]
+        p_kind, p_what, p_spec, pooled = program[p_index]
+        if p_kind != "forward" or p_what[0] is not MaxPool2d or p_spec[1] != ("slot", y) or not _unpadded(p_what[1]):
+            continue
+        b_ctx, p_ctx = spec[0][1], p_spec[0][1]
+        b_back, p_back = _find(program, "backward", BatchNorm, b_ctx), _find(program, "backward", MaxPool2d, p_ctx)
+        if (b_back is None) != (p_back is None):
+            continue
+        if b_back is not None:  # g_pooled -> pool backward -> g_y -> batch norm backward
+            (g_y,) = program[p_back][3]
+            if program[b_back][2][1] != ("slot", g_y) or len(uses.get(g_y, [])) != 1:
+                continue
+            program[b_back] = ("backward", BatchNormMaxPool, (program[b_back][2][0], program[p_back][2][1]),
+                               program[b_back][3])
+            program[p_back] = None
+        program[b_index] = ("forward", (BatchNormMaxPool, what[1] + p_what[1]), spec, pooled)
+        p_context = next(i for i in range(p_index - 1, -1, -1) if program[i] and program[i][0] == "context"
+                         and program[i][3] == p_ctx)
+        program[p_index] = program[p_context] = None
+        program = [ins for ins in program if ins is not None]
+        return batch_norm_max_pool(program, protected, new_slot)  # indices moved: look again from the start
     return program
 
 
@@ -239,11 +288,11 @@ def unneeded_gradients(program: list, protected: set[int], new_slot=None) -> lis
 
 
 REWRITES = {"relu_after_max_pool": relu_after_max_pool, "batch_norm_relu": batch_norm_relu,
-            "bias_after_max_pool": bias_after_max_pool,
+            "batch_norm_max_pool": batch_norm_max_pool, "bias_after_max_pool": bias_after_max_pool,
             "unneeded_gradients": unneeded_gradients}
 # Rewrites that change the order of a floating-point sum: equal to eager only to rounding, so they are
 # not on by default (a jitted step gives eager's bits unless asked otherwise).
-REORDERS_SUMS = frozenset({"bias_after_max_pool"})
+REORDERS_SUMS = frozenset({"batch_norm_max_pool", "bias_after_max_pool"})
 DEFAULT = tuple(name for name in REWRITES if name not in REORDERS_SUMS)
 
 

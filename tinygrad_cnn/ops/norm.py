@@ -60,10 +60,12 @@ from ..autograd import Function
 from ..checks import check_bool, check_float, check_float_dtype, check_int, check_min_ndim, check_ndim, check_nonempty
 from ..checks import check_tensor_like, describe
 from ..parallel import over_batch
-from .channels import row_repeats, tiled, wide
+from .channels import in_layout_of, row_repeats, tiled, wide
+from .pool import NCHW, _geometry, _offsets
+from .windows import window
 
-__all__ = ["BatchNorm", "BatchNormRelu", "BatchNormEval", "batch_norm", "LayerNorm", "GroupNorm", "layer_norm",
-           "group_norm"]
+__all__ = ["BatchNorm", "BatchNormRelu", "BatchNormMaxPool", "BatchNormEval", "batch_norm", "LayerNorm", "GroupNorm",
+           "layer_norm", "group_norm"]
 
 
 def _count(shape: tuple) -> int:
@@ -198,11 +200,7 @@ def _batch_norm_forward(ctx, x, gamma, beta, eps, momentum, running_mean, runnin
     var = total_sq / m                                                   # biased
     inv_std = 1.0 / np.sqrt(var + eps)
     y3 = _affine(ctx, layout, xc, gamma * inv_std, beta.astype(np.float64), relu=relu)
-    if running_mean is not None:
-        running_mean *= 1 - momentum
-        running_mean += momentum * mean
-        running_var *= 1 - momentum
-        running_var += (momentum * m / (m - 1)) * var
+    _update_running(running_mean, running_var, mean, var, momentum, m)
     ctx.save_for_backward(xc, gamma.astype(np.float64), inv_std, y3 if relu else None)
     ctx.layout = layout
     return layout.restore(y3)
@@ -224,6 +222,120 @@ def _batch_norm_backward(ctx, g):
     c = -a * sum_g / m
     dx = layout.restore(_affine(ctx, layout, xc, b, c, g3, a)) if ctx.needs_input_grad[0] else None
     return dx, sum_g_xhat, sum_g
+
+
+class BatchNormMaxPool(Function):
+    """max_pool(batch_norm(x)) as one op (training mode, unpadded pooling), for jit's
+    ``batch_norm_max_pool`` rewrite (rewrites.py). Pooling first, then the affine map on the pooled
+    quarter: batch norm's output never exists at full size, either way.
+
+    Forward. y = xc * s + beta per channel (xc = x - mu, s = gamma r) is monotonic in xc, and so is
+    each float rounding step, so the maximum over a window of fl(fl(xc s) + beta) is the map applied to
+    the window's largest xc where s >= 0, to its smallest where s < 0, bit for bit:
+    ``pooled = max (or min) of xc over the window``, ``y = pooled * s + beta``.
+
+    Backward. The pool routes a window's gradient g to its winner (the first pixel in row-major order
+    holding ``pooled``); batch norm's sums then only see the winners: sum(g) and sum(g xc) =
+    sum(g pooled), a quarter of the elements. Every pixel, winner or not, gets the statistics' part
+    B xc + C (one dense pass), and a winner also A g, added window by window (A, B, C as in
+    BatchNorm.backward: A = gamma r, B = -A r sum(g xhat) / m, C = -A sum(g) / m).
+
+    Equal to the two ops up to the order of those sums, with one exception from rounding: where two
+    different xc of a window map to the same float y, the two ops send g to the first, this op to the
+    one with the larger (smaller, s < 0) xc, the true maximum.
+    """
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, *, eps, momentum=0.1, running_mean=None, running_var=None, kernel, stride,
+                pads):
+        if any(p for pair in pads for p in pair):
+            raise ValueError(f"BatchNormMaxPool: padding is not supported, got pads={pads}")
+        m, layout = _count(x.shape), _Layout(x)
+        x3 = layout.view(x)
+        mean = _sums(layout, x3) / m
+        xc3, total_sq = _centre(ctx, layout, x3, mean)
+        var = total_sq / m
+        inv_std = 1.0 / np.sqrt(var + eps)
+        _update_running(running_mean, running_var, mean, var, momentum, m)
+        scale = gamma * inv_std
+        xc = layout.restore(xc3)
+        out_hw = _geometry(x.shape, kernel, stride, pads)
+        pooled = _pool_extremes(ctx, xc, kernel, stride, out_hw, lowest=scale < 0)
+        pooled_layout = _Layout(pooled)
+        y3 = _affine(ctx, pooled_layout, pooled_layout.view(pooled), scale, beta.astype(np.float64))
+        ctx.save_for_backward(xc, pooled, gamma.astype(np.float64), inv_std)
+        ctx.geometry = (kernel, stride, out_hw)
+        return pooled_layout.restore(y3)
+
+    @staticmethod
+    def backward(ctx, g):
+        xc, pooled, gamma, inv_std = ctx.saved_tensors
+        kernel, stride, out_hw = ctx.geometry
+        g = in_layout_of(g, pooled, ctx.empty_like)
+        m, layout = _count(xc.shape), _Layout(g)
+        sum_g, sum_g_xc = _sums(layout, layout.view(g), layout.view(pooled))
+        sum_g_xhat = sum_g_xc * inv_std                                   # = dgamma
+        a = gamma * inv_std
+        b = -a * inv_std * sum_g_xhat / m
+        c = -a * sum_g / m
+        dx = _scatter_affine(ctx, xc, pooled, g, (a, b, c), kernel, stride, out_hw) if ctx.needs_input_grad[0] else None
+        return dx, sum_g_xhat, sum_g
+
+
+def _update_running(running_mean, running_var, mean, var, momentum, m) -> None:
+    """The running statistics moved towards this batch's, in place (the unbiased variance)."""
+    if running_mean is not None:
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += (momentum * m / (m - 1)) * var
+
+
+def _pool_extremes(ctx, xc, kernel, stride, out_hw, lowest: np.ndarray) -> np.ndarray:
+    """(N, C, OH, OW): the maximum of each window of xc, its minimum in the channels where ``lowest``."""
+    views = [window(xc, i, j, out_hw, stride, axes=NCHW) for i, j in _offsets(kernel)]
+    pooled = ctx.empty_like(views[0])
+    flip = lowest.any()
+    low = np.flatnonzero(lowest)
+
+    def kernel_(s: slice) -> None:
+        np.copyto(pooled[s], views[0][s])
+        for v in views[1:]:
+            np.maximum(pooled[s], v[s], out=pooled[s])
+        if flip:
+            smallest = views[0][s][:, low]
+            for v in views[1:]:
+                np.minimum(smallest, v[s][:, low], out=smallest)
+            pooled[s, low] = smallest
+
+    over_batch(kernel_, len(xc), work=xc.size)
+    return pooled
+
+
+def _scatter_affine(ctx, xc, pooled, g, coefficients, kernel, stride, out_hw) -> np.ndarray:
+    """dx (xc's shape) = B xc + C everywhere, + A g at each window's first pixel holding ``pooled``;
+    A, B, C per channel, float64, ops in BatchNorm.backward's order (A g added last)."""
+    a, b, c = coefficients
+    layout, g_layout = _Layout(xc), _Layout(g)
+    dx = layout.restore(_affine(ctx, layout, layout.view(xc), b, c))  # one dense pass beats window by window
+    ga = g_layout.restore(_affine(ctx, g_layout, g_layout.view(g), a, None))
+    offsets = _offsets(kernel)
+
+    def kernel_(s: slice) -> None:
+        hit_ga = np.empty_like(ga[s])
+        unclaimed = np.ones_like(pooled[s], dtype=bool)
+        for k, (i, j) in enumerate(offsets):
+            if k < len(offsets) - 1:
+                hit = window(xc[s], i, j, out_hw, stride, axes=NCHW) == pooled[s]
+                hit &= unclaimed
+                unclaimed ^= hit
+            else:
+                hit = unclaimed
+            target = window(dx[s], i, j, out_hw, stride, axes=NCHW)
+            target += np.multiply(ga[s], hit, out=hit_ga)  # (``where=hit`` is ten times slower)
+
+    over_batch(kernel_, len(xc), work=xc.size)
+    return dx
 
 
 class BatchNormEval(Function):
