@@ -291,7 +291,9 @@ REWRITES = {"relu_after_max_pool": relu_after_max_pool, "batch_norm_relu": batch
             "batch_norm_max_pool": batch_norm_max_pool, "bias_after_max_pool": bias_after_max_pool,
             "unneeded_gradients": unneeded_gradients}
 # Rewrites that change the order of a floating-point sum: equal to eager only to rounding, so they are
-# not on by default (a jitted step gives eager's bits unless asked otherwise).
+# not on by default (a jitted step gives eager's bits unless asked otherwise). A trace runs eagerly, so
+# with one of them on, a plan's first call and its replays differ in the last bits, and a training run
+# resumed after an interrupt (which traces again) would not repeat the uninterrupted run bit for bit.
 REORDERS_SUMS = frozenset({"batch_norm_max_pool", "bias_after_max_pool"})
 DEFAULT = tuple(name for name in REWRITES if name not in REORDERS_SUMS)
 
