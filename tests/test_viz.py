@@ -455,7 +455,7 @@ def test_a_jitted_cnn_is_drawn_as_its_plan_runs_max_pool_before_relu():
     assert not any((r, p) in edges for p in pools for r in relus)
     # the pooled shape, learnt by running the rewritten plan (the trace's relu output was 4x larger)
     assert [nodes[p][0][-1] for p in pools] == ["(4, 32, 5, 5)", "(4, 64, 1, 1)"]
-    assert "rewrites: relu_after_max_pool, batch_norm_relu, unneeded_gradients" in graph.source
+    assert "rewrites: relu_after_max_pool, batch_norm_relu, batch_norm_max_pool, unneeded_gradients" in graph.source
 
 
 def test_without_rewrites_relu_comes_before_max_pool():
@@ -488,12 +488,12 @@ def test_plan_inputs_params_and_outputs_are_named_by_their_paths():
     assert nodes[node_with(nodes, "output 0")][0] == ["output 0", "float"]
     edges = re.findall(r"(n\d+) -> (n\d+) \[label=(\w+)", graph.source)
     labelled = {(nodes[t][0][0], nodes[h][0][0], label) for t, h, label in edges}
-    assert ("y", "CrossEntropy", "labels") in labelled and ("conv2/var", "BatchNorm", "running_var") in labelled
+    assert ("y", "CrossEntropy", "labels") in labelled and ("conv2/var", "BatchNormMaxPool", "running_var") in labelled
     groups = clusters(graph)
-    assert groups["conv1"] == sorted(["BatchNorm", "Conv2d", "conv1/beta", "conv1/gamma", "conv1/mean", "conv1/var",
-                                      "conv1/w"])
+    assert groups["conv1"] == sorted(["BatchNormMaxPool", "Conv2d", "conv1/beta", "conv1/gamma", "conv1/mean",
+                                      "conv1/var", "conv1/w"])
     assert {line.split(".")[1] for line in groups["backward"] if "." in line} == {"backward"}
-    assert len([line for line in groups["backward"] if line.endswith(".backward")]) == 13
+    assert len([line for line in groups["backward"] if line.endswith(".backward")]) == 11  # the pools fused
     assert clusters(draw_graph(step, cluster=False)) == {}
 
 

@@ -190,6 +190,9 @@ class Function:
             arrays.append(t.data)
         needs = tuple(needs)
         ctx = Context(needs)
+        tape = _tape.get()
+        if tape is not None:
+            tape.before(arrays, kwargs)
         profiler = _profiler.get()
         if profiler is None:
             out = cls.forward(ctx, *arrays, **kwargs)
@@ -204,7 +207,6 @@ class Function:
             _check_finite(cls, "forward output", out)
             if record:
                 ctx._anomaly_inputs = tuple(a.copy() if isinstance(a, np.ndarray) else None for a in arrays)
-        tape = _tape.get()
         if tape is not None:
             tape.forward(cls, ctx, arrays, kwargs, out)
         return tensor._from_op(out, Node(cls, ctx, tensors, kwargs) if record else None)

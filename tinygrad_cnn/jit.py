@@ -25,6 +25,13 @@ follow it. NumPy code applied to an input outside an op (``x = x / 255`` on a ra
 ``fn`` (same inputs, same generator states), and a difference raises ``RuntimeError`` naming the
 output that differed.
 
+**Every result is the plan's.** The trace runs ``fn`` eagerly; then what the trace changed in place
+(batch-norm statistics, generator states: saved before the first op touched them) is set back and
+the plan runs, and the first call returns the plan's results, as every later call does. So a rewrite
+that rounds differently from eager (``rewrites.REORDERS_SUMS``) never makes the first call of a
+plan differ from the others: a training run resumed after an interrupt, which traces again, repeats
+the uninterrupted run bit for bit.
+
 **Ownership.** What a call returns is new memory: the next call never writes into it. Inputs are
 never written, except for the in-place updates ``fn`` itself makes (batch-norm running statistics),
 which replay makes to the arrays passed to that call.
@@ -65,6 +72,8 @@ class Tape:
         for x in inputs:
             self._new_slot(x)
         self.scalars: dict[int, int] = {}      # id(python float) -> slot of the array it came from
+        self._inputs = {id(x) for x in inputs}
+        self.state_before: dict[int, tuple] = {}  # id -> (array or generator, its value before any op used it)
 
     def _new_slot(self, obj) -> int:
         index = len(self.keep)
@@ -96,6 +105,29 @@ class Tape:
             self.program.append(("many", fn, spec, outs))
         else:
             self.program.append(("one", fn, spec, self._new_slot(out)))
+
+    def before(self, arrays: list, kwargs: dict) -> None:
+        """Called before an op's forward runs: remembers the value of every writable array (an input or
+        a constant) and every generator the op is the first to touch, which the op may change in place
+        (batch-norm running statistics, dropout's generator), so that the trace can be undone and the
+        plan run from the same state (``restore_state``)."""
+        for value in (*arrays, *kwargs.values()):
+            key = id(value)
+            if key in self.state_before:
+                continue
+            if isinstance(value, np.random.Generator):
+                self.state_before[key] = (value, value.bit_generator.state)
+            elif (isinstance(value, np.ndarray) and value.flags.writeable
+                  and (key in self._inputs or key not in self.slots)):
+                self.state_before[key] = (value, value.copy())
+
+    def restore_state(self) -> None:
+        """Every array and generator ``before`` saw back to its value before the trace changed it."""
+        for obj, value in self.state_before.values():
+            if isinstance(obj, np.random.Generator):
+                obj.bit_generator.state = value
+            else:
+                obj[...] = value
 
     def forward(self, op: type, ctx, arrays: list, kwargs: dict, out: np.ndarray) -> None:
         """Records an op's forward: a fresh context, then ``out = op.forward(ctx, *arrays, **kwargs)``."""
@@ -392,8 +424,11 @@ class Jitted:
         plan.out_treedef = out_treedef
         self._plans[key] = plan
         self._unchecked.add(key)
-        given = {id(x) for x in inputs}  # an input returned as it is: a copy, as every replay returns
-        return tree_unflatten(out_treedef, [x.copy() if id(x) in given else x for x in out_leaves])
+        # What this call returns comes from the plan too, as on every later call: a rewrite that sums in
+        # another order changes the last bits, and a training run resumed after an interrupt (which
+        # traces again) must repeat the uninterrupted run. So the trace's changes are undone first.
+        tape.restore_state()
+        return tree_unflatten(out_treedef, plan.run(inputs))
 
     def _checked_replay(self, key, plan: Plan, args, kwargs, inputs: list):
         """The first replay of a plan, compared with an eager run of fn on the same inputs."""
@@ -485,10 +520,10 @@ def jit(fn: Callable, *, static_argnums: int | tuple[int, ...] = (), rewrites=No
     ``fn`` takes and returns pytrees of arrays (typically ``tc.value_and_grad(loss)``); arguments at
     ``static_argnums`` may be any hashable values, which select the plan instead of being inputs.
     ``rewrites``: the names of the rewrites to apply to each plan (``tinygrad_cnn.rewrites``; default
-    ``rewrites.DEFAULT``, those that keep eager's bits; ``()`` none). Rewrites in
-    ``rewrites.REORDERS_SUMS`` (``"batch_norm_max_pool"``, ``"bias_after_max_pool"``) change the order of
-    a sum, so their results equal eager's to float rounding only; the first replay's check then allows
-    that rounding.
+    ``rewrites.DEFAULT``; ``rewrites.EXACT`` those that keep eager's bits; ``()`` none). Rewrites in
+    ``rewrites.REORDERS_SUMS`` (``"batch_norm_max_pool"``, on by default, and ``"bias_after_max_pool"``)
+    change the order of a sum, so their gradients equal eager's to float rounding only; the first
+    replay's check then allows that rounding.
     """
     nums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in nums):

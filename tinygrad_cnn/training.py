@@ -133,7 +133,7 @@ def fit(model: Model, params: dict, state: dict, optimizer, train: tuple[np.ndar
     Stops with a ``FloatingPointError`` naming the step when the loss stops being finite.
     A KeyboardInterrupt stops it with :class:`Interrupted`, whose ``checkpoint`` continues the run:
     pass its ``opt_state`` (default: ``optimizer.init(params)``) and ``resume`` (default: start at epoch 0).
-    ``jit=True`` (the default) runs each step as a ``tc.jit`` replay (the same results as eager, faster;
+    ``jit=True`` (the default) runs each step as a ``tc.jit`` replay (eager's results to float rounding, faster;
     a new batch size, such as the last, smaller batch, traces once more); ``jit=False`` runs it eagerly.
     BLAS is held at one thread for the whole run and glibc keeps freed memory for reuse (1.3-1.5x
     faster eager steps); both are restored when it returns (see parallel.py and _malloc.py).
