@@ -3,13 +3,13 @@
 The property tests (test_conv, test_pool, test_norm) keep shapes tiny, so some code never runs in them:
 
 * conv2d's sliding-window im2col, taken only with at least ``conv._FEW_CHANNELS`` input channels;
-* im2col / col2im cut into several blocks of images (``conv._BLOCK_BYTES`` each);
+* im2col / col2im cut into several blocks of images (``parallel.BLOCK_BYTES`` each);
 * the threaded kernels: ``parallel.over_batch`` hands slices to threads only past
   ``parallel.MIN_PARALLEL_WORK`` elements.
 
 Here the batch is 64 images of 28x28 or 14x14 with 4 to 64 channels, and every test asserts that the path
 it is about really ran: the channel count against ``_FEW_CHANNELS``, the number of im2col blocks (a spy on
-``conv._blocks``), and work handed to pool threads (a spy on ``ThreadPoolExecutor.submit``). The
+``conv.cache_blocks``), and work handed to pool threads (a spy on ``ThreadPoolExecutor.submit``). The
 references are independent of the ops' code: conv as a loop over kernel offsets of float64 tensordots,
 its backward by the adjoint formulas, padding by ``np.pad`` (and its adjoint by the padding matrices
 ``np.pad`` makes of an identity), pooling by ``sliding_window_view`` reductions, argmax routing and
@@ -34,6 +34,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 import tinygrad_cnn as tc
 from tinygrad_cnn import Tensor
+from tinygrad_cnn import parallel
 from tinygrad_cnn.ops import conv
 
 NP_PAD_MODE = {"zeros": "constant", "replicate": "edge", "circular": "wrap"}
@@ -75,16 +76,16 @@ def threads(monkeypatch):
 
 @pytest.fixture
 def blocks(monkeypatch):
-    """The number of im2col/col2im blocks each call of ``conv._blocks`` cut its slice of images into."""
+    """The number of im2col/col2im blocks each call of ``conv.cache_blocks`` cut its slice of images into."""
     counts: list[int] = []
-    original = conv._blocks
+    original = conv.cache_blocks
 
     def spying_blocks(s, bytes_per_image):
         out = original(s, bytes_per_image)
         counts.append(len(out))
         return out
 
-    monkeypatch.setattr(conv, "_blocks", spying_blocks)
+    monkeypatch.setattr(conv, "cache_blocks", spying_blocks)
     return counts
 
 
@@ -215,7 +216,7 @@ def test_conv2d_matches_direct_float64_reference(case, threads, blocks):
     assert threads.ran_threaded(submitted), "backward did not run in threads"
     backward_blocks = blocks[len(forward_blocks):]
 
-    # one _blocks call per thread slice, each slice cut into several blocks of images
+    # one cache_blocks call per thread slice, each slice cut into several blocks of images
     assert len(forward_blocks) == len(backward_blocks) == 2
     assert min(forward_blocks) > 1 and min(backward_blocks) > 1, (forward_blocks, backward_blocks)
     if case.startswith("c3-"):
@@ -231,15 +232,15 @@ def test_conv2d_matches_direct_float64_reference(case, threads, blocks):
 
 @pytest.mark.parametrize("channels, block_images", [(8, 3), (1, 5)])
 def test_conv2d_small_blocks_with_a_ragged_last_block(monkeypatch, threads, blocks, channels, block_images):
-    """_BLOCK_BYTES shrunk to a few images, so each thread's 32 images end in a partial block (32 = 10*3 + 2,
+    """parallel.BLOCK_BYTES shrunk to a few images, so each thread's 32 images end in a partial block (32 = 10*3 + 2,
     32 = 6*5 + 2); with C=1 this is the few-channels branch, which a 1 MiB block never splits at 28x28."""
     n, f, hw, k = 64, 16, 28, 3
     kw = dict(stride=1, padding=1, padding_mode="replicate", dilation=1)
     x, w, b = conv_inputs(3, n, channels, f, hw, k, True)
     bytes_per_image = hw * hw * k * k * channels * 4
-    default_split = len(conv._blocks(slice(0, 32), bytes_per_image))
+    default_split = len(conv.cache_blocks(slice(0, 32), bytes_per_image))
     assert default_split == (1 if channels == 1 else 8)  # 1 MiB: 42 images of one channel, 4 of eight
-    monkeypatch.setattr(conv, "_BLOCK_BYTES", block_images * bytes_per_image + 1)
+    monkeypatch.setattr(parallel, "BLOCK_BYTES", block_images * bytes_per_image + 1)
     blocks.clear()
     g = np.random.default_rng(4).standard_normal((n, f, hw, hw)).astype(np.float32)
 

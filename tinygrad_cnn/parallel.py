@@ -34,7 +34,7 @@ from typing import Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["num_threads", "batch_slices", "over_batch", "blas_single_threaded"]
+__all__ = ["num_threads", "batch_slices", "cache_blocks", "over_batch", "blas_single_threaded"]
 
 # Below this many array elements a kernel runs on the calling thread: handing work to a thread
 # costs tens of microseconds, more than the work itself.
@@ -63,6 +63,18 @@ def batch_slices(n: int, parts: int) -> list[slice]:
     """``parts`` contiguous slices covering range(n), sizes differing by at most one."""
     bounds = [n * k // parts for k in range(parts + 1)]
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+# A thread's slice of the batch is cut into blocks of images of about this many bytes where a kernel
+# makes several passes over the same images (im2col then matmul, or a pass per pooling window), so
+# that the later passes read what the first left in the core's cache.
+BLOCK_BYTES = 1 << 20
+
+
+def cache_blocks(s: slice, bytes_per_image: int) -> list[slice]:
+    """``s`` (a slice of images) cut into consecutive blocks of about ``BLOCK_BYTES``."""
+    size = max(1, BLOCK_BYTES // max(bytes_per_image, 1))
+    return [slice(a, min(a + size, s.stop)) for a in range(s.start, s.stop, size)]
 
 
 def _blas_controller():

@@ -49,7 +49,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..autograd import Function
 from ..checks import (check_choice, check_float_dtype, check_int, check_ndim, check_nonempty, check_pair,
                       check_tensor_like)
-from ..parallel import over_batch
+from ..parallel import cache_blocks, over_batch
 from .channels import row_repeats, tiled, wide
 from .windows import out_size, pad, resolve_padding, unpad, window
 
@@ -59,16 +59,6 @@ NHWC = (1, 2)  # spatial axes of a channels-last array
 # the transposed matrices (G, KH*KW*C/G, N*OH*OW) writes long contiguous rows instead (measured ~6x
 # faster for C=1).
 _FEW_CHANNELS = 4
-
-# im2col rows are built, and col2im rows consumed, in blocks of images of about this many bytes, so
-# that the matmul reads (or the scatter-add writes) what is still in the core's cache.
-_BLOCK_BYTES = 1 << 20
-
-
-def _blocks(s: slice, bytes_per_image: int) -> list[slice]:
-    """``s`` (a slice of images) cut into consecutive blocks of about ``_BLOCK_BYTES``."""
-    size = max(1, _BLOCK_BYTES // max(bytes_per_image, 1))
-    return [slice(a, min(a + size, s.stop)) for a in range(s.start, s.stop, size)]
 
 
 def _im2col(xp: np.ndarray, cols: np.ndarray, kernel, out_hw, stride, dilation) -> None:
@@ -160,7 +150,7 @@ def _convolve(xp, wmat, cols, y, b, geometry, s: slice) -> None:
     out_hw = geometry[1]
     pixels, groups = out_hw[0] * out_hw[1], wmat.shape[0]
     y_g = None if y is None else _by_group(y, groups)                     # (G, M, F/G) view of y
-    for block in _blocks(s, pixels * groups * cols.shape[2] * cols.itemsize):
+    for block in cache_blocks(s, pixels * groups * cols.shape[2] * cols.itemsize):
         rows = slice(block.start * pixels, block.stop * pixels)
         _im2col(xp[block], cols[:, rows], *geometry)
         if y is not None:
@@ -176,7 +166,7 @@ def _scatter(g2, wmat, dxp, geometry, s: slice, start=0) -> None:
     pixels, groups = geometry[1][0] * geometry[1][1], wmat.shape[0]
     g_g, wmat_t = _by_group(g2, groups), wmat.transpose(0, 2, 1)          # (G, M, F/G), (G, F/G, K/G)
     dxp[s] = start
-    for block in _blocks(s, pixels * groups * wmat.shape[1] * g2.itemsize):
+    for block in cache_blocks(s, pixels * groups * wmat.shape[1] * g2.itemsize):
         rows = slice(block.start * pixels, block.stop * pixels)
         _col2im(_matmul(g_g[:, rows], wmat_t), dxp[block], *geometry)  # dcols (G, rows, K/G)
 

@@ -59,7 +59,7 @@ import numpy as np
 from ..autograd import Function
 from ..checks import check_bool, check_float, check_float_dtype, check_int, check_min_ndim, check_ndim, check_nonempty
 from ..checks import check_tensor_like, describe
-from ..parallel import over_batch
+from ..parallel import cache_blocks, over_batch
 from .channels import in_layout_of, row_repeats, tiled, wide
 from .pool import NCHW, _geometry, _offsets
 from .windows import window
@@ -322,17 +322,18 @@ def _scatter_affine(ctx, xc, pooled, g, coefficients, kernel, stride, out_hw) ->
     offsets = _offsets(kernel)
 
     def kernel_(s: slice) -> None:
-        hit_ga = np.empty_like(ga[s])
-        unclaimed = np.ones_like(pooled[s], dtype=bool)
-        for k, (i, j) in enumerate(offsets):
-            if k < len(offsets) - 1:
-                hit = window(xc[s], i, j, out_hw, stride, axes=NCHW) == pooled[s]
-                hit &= unclaimed
-                unclaimed ^= hit
-            else:
-                hit = unclaimed
-            target = window(dx[s], i, j, out_hw, stride, axes=NCHW)
-            target += np.multiply(ga[s], hit, out=hit_ga)  # (``where=hit`` is ten times slower)
+        for b in cache_blocks(s, xc[:1].nbytes):  # each window's pass strided: done while the block is in cache
+            hit_ga = np.empty_like(ga[b])
+            unclaimed = np.ones_like(pooled[b], dtype=bool)
+            for k, (i, j) in enumerate(offsets):
+                if k < len(offsets) - 1:
+                    hit = window(xc[b], i, j, out_hw, stride, axes=NCHW) == pooled[b]
+                    hit &= unclaimed
+                    unclaimed ^= hit
+                else:
+                    hit = unclaimed
+                target = window(dx[b], i, j, out_hw, stride, axes=NCHW)
+                target += np.multiply(ga[b], hit, out=hit_ga)  # (``where=hit`` is ten times slower)
 
     over_batch(kernel_, len(xc), work=xc.size)
     return dx

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..autograd import Function
 from ..checks import check_float_dtype, check_ndim, check_nonempty, check_pair, check_tensor_like
-from ..parallel import over_batch
+from ..parallel import cache_blocks, over_batch
 from .channels import in_layout_of
 from .windows import out_size, pad, unpad, window
 
@@ -74,21 +74,22 @@ class MaxPool2d(Function):
             else:  # only the rows and columns past the last window are never written
                 dxp[s, :, out_hw[0] * kernel[0]:] = 0
                 dxp[s, :, :, out_hw[1] * kernel[1]:] = 0
-            unclaimed = np.ones_like(y[s], dtype=bool)  # windows whose maximum has not received g yet;
-            # *_like keeps y's memory layout: mixing layouts in one ufunc call is several times slower
-            offsets = _offsets(kernel)
-            for k, (i, j) in enumerate(offsets):
-                if k < len(offsets) - 1:
-                    hit = window(xp[s], i, j, out_hw, stride, axes=NCHW) == y[s]
-                    hit &= unclaimed
-                    unclaimed ^= hit
-                else:  # every window still unclaimed has its maximum here: no comparison needed
-                    hit = unclaimed
-                target = window(dxp[s], i, j, out_hw, stride, axes=NCHW)
-                if overlapping:
-                    target += g[s] * hit
-                else:  # each input pixel lies in one window: write instead of add
-                    np.multiply(g[s], hit, out=target)
+            for b in cache_blocks(s, xp[:1].nbytes):  # a strided pass per offset: while the block is in cache
+                unclaimed = np.ones_like(y[b], dtype=bool)  # windows whose maximum has not received g yet;
+                # *_like keeps y's memory layout: mixing layouts in one ufunc call is several times slower
+                offsets = _offsets(kernel)
+                for k, (i, j) in enumerate(offsets):
+                    if k < len(offsets) - 1:
+                        hit = window(xp[b], i, j, out_hw, stride, axes=NCHW) == y[b]
+                        hit &= unclaimed
+                        unclaimed ^= hit
+                    else:  # every window still unclaimed has its maximum here: no comparison needed
+                        hit = unclaimed
+                    target = window(dxp[b], i, j, out_hw, stride, axes=NCHW)
+                    if overlapping:
+                        target += g[b] * hit
+                    else:  # each input pixel lies in one window: write instead of add
+                        np.multiply(g[b], hit, out=target)
 
         over_batch(kernel_, len(xp), work=xp.size)
         return unpad(dxp, pads, "zeros", NCHW)
