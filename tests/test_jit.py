@@ -94,6 +94,28 @@ def test_the_trace_returns_the_plans_results_and_updates_state_once():
     assert bits_equal(state, before)
 
 
+def test_the_checked_replay_does_not_hold_eager_memory_and_the_arenas_at_once():
+    """The second call runs fn eagerly beside the plan (the check): the arenas are let go first, so its
+    peak memory stays at the first call's (the trace), not the eager run's plus the plan's."""
+    import tracemalloc
+
+    model = tc.models.get("cnn-bn")
+    rng = np.random.default_rng(0)
+    params, state = model.init(rng)
+    step = tc.jit(tc.value_and_grad(lambda p, x, y: tc.cross_entropy(model.apply(p, x, state=state), y)))
+    batches = [batch(rng, "cnn-bn", n=64) for _ in range(3)]
+    peaks = []  # the most memory NumPy and Python held during each call, from before the first
+    tracemalloc.start()
+    try:
+        for x, y in batches:
+            tracemalloc.reset_peak()
+            step(params, x, y)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+    finally:
+        tracemalloc.stop()
+    assert peaks[1] <= peaks[0] and peaks[2] < peaks[0]
+
+
 def test_jit_of_a_function_with_aux_and_several_outputs():
     rng = np.random.default_rng(0)
     w = rng.standard_normal((4, 3)).astype(np.float32)

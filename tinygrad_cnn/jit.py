@@ -302,6 +302,16 @@ class Plan:
             if reuse:
                 self._lock.release()
 
+    def release_arenas(self) -> None:
+        """Frees the arenas' buffers (the next replay allocates them again), unless a replay on another
+        thread is using them."""
+        if self._lock.acquire(blocking=False):
+            try:
+                for arena in self.arenas.values():
+                    arena.buffers = []
+            finally:
+                self._lock.release()
+
     def _hand_over(self, outputs: list) -> None:
         """Arena buffers that what this call returns lives in (a view of one included) become the
         caller's: they leave their arena, whose later calls allocate afresh. ``_mark_fresh`` foresees
@@ -428,6 +438,7 @@ class Jitted:
         # another order changes the last bits, and a training run resumed after an interrupt (which
         # traces again) must repeat the uninterrupted run. So the trace's changes are undone first.
         tape.restore_state()
+        del tape, result, out_leaves  # the trace's arrays, freed before the plan allocates its own
         return tree_unflatten(out_treedef, plan.run(inputs))
 
     def _checked_replay(self, key, plan: Plan, args, kwargs, inputs: list):
@@ -440,6 +451,7 @@ class Jitted:
         generators += [c for c in plan.constants.values() if isinstance(c, np.random.Generator)]
         saved_arrays = [a.copy() for a in arrays]
         saved_rngs = [g.bit_generator.state for g in generators]
+        plan.release_arenas()  # the eager run's memory and the plan's are then not held at once
         eager_leaves, _ = tree_flatten(self.fn(*args, **kwargs))
         eager_after = [a.copy() for a in arrays]
         for a, before in zip(arrays, saved_arrays):
