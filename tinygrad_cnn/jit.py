@@ -429,7 +429,7 @@ class Jitted:
         outputs = [_output_spec(tape, leaf) for leaf in out_leaves]
         protected = {i for kind, i in outputs if kind in ("slot", "float")}  # what fn returns
         tape.program = rewrites_module.apply(tape.program, protected, self.rewrites,
-                                             new_slot=lambda: tape._new_slot(object()))
+                                             new_slot=lambda t=tape: t._new_slot(object()))
         plan = Plan(tape, outputs)
         plan.out_treedef = out_treedef
         self._plans[key] = plan
