@@ -50,6 +50,40 @@ def _find(program: list, kind: str, op: type, ctx_slot: int) -> int | None:
     return None
 
 
+def _fuse_pairs(program: list, protected: set[int], first: type, second: type, fused: type,
+                accepts=lambda kwargs: True) -> list:
+    """Every ``second(first(x, ...))`` whose intermediate only ``second`` reads (and fn does not return)
+    becomes one ``fused`` op, forward and backward: ``fused`` takes first's inputs and both ops'
+    keywords and gives second's output; its backward takes second's upstream gradient and gives
+    first's input gradients. ``accepts(second's keywords)`` may refuse a pair."""
+    program = list(program)
+    uses = _uses(program)
+    for a_index, (kind, what, spec, y) in enumerate(program):
+        if kind != "forward" or what[0] is not first or y in protected or len(uses.get(y, [])) != 1:
+            continue
+        b_index = uses[y][0]
+        b_kind, b_what, b_spec, out = program[b_index]
+        if b_kind != "forward" or b_what[0] is not second or b_spec[1] != ("slot", y) or not accepts(b_what[1]):
+            continue
+        a_ctx, b_ctx = spec[0][1], b_spec[0][1]
+        a_back, b_back = _find(program, "backward", first, a_ctx), _find(program, "backward", second, b_ctx)
+        if (a_back is None) != (b_back is None):
+            continue
+        if a_back is not None:  # g_out -> second's backward -> g_y -> first's backward
+            (g_y,) = program[b_back][3]
+            if program[a_back][2][1] != ("slot", g_y) or len(uses.get(g_y, [])) != 1:
+                continue
+            program[a_back] = ("backward", fused, (program[a_back][2][0], program[b_back][2][1]), program[a_back][3])
+            program[b_back] = None
+        program[a_index] = ("forward", (fused, what[1] + b_what[1]), spec, out)
+        b_context = next(i for i in range(b_index - 1, -1, -1) if program[i] and program[i][0] == "context"
+                         and program[i][3] == b_ctx)
+        program[b_index] = program[b_context] = None
+        program = [ins for ins in program if ins is not None]
+        return _fuse_pairs(program, protected, first, second, fused, accepts)  # indices moved: from the start
+    return program
+
+
 def batch_norm_relu(program: list, protected: set[int], new_slot=None) -> list:
     """``relu(batch_norm(x))`` (training mode) becomes one ``BatchNormRelu`` op: the relu is applied to
     each thread's slice of batch norm's output right after it is written (while it is still in cache),
@@ -61,34 +95,7 @@ def batch_norm_relu(program: list, protected: set[int], new_slot=None) -> list:
     norm, relu, max-pool: relu on a quarter of the elements beat the fused relu by 7 % of the cnn-bn
     step, ``benchmarks/rewrites.py``), so it fuses the relus no max-pool follows (a ResNet's).
     """
-    program = list(program)
-    uses = _uses(program)
-    for b_index in range(len(program)):
-        kind, what, spec, y = program[b_index]
-        if kind != "forward" or what[0] is not BatchNorm or y in protected or len(uses.get(y, [])) != 1:
-            continue
-        r_index = uses[y][0]
-        r_kind, r_what, r_spec, r = program[r_index]
-        if r_kind != "forward" or r_what[0] is not Relu or r_spec[1] != ("slot", y):
-            continue
-        b_ctx, r_ctx = spec[0][1], r_spec[0][1]
-        b_back, r_back = _find(program, "backward", BatchNorm, b_ctx), _find(program, "backward", Relu, r_ctx)
-        if (b_back is None) != (r_back is None):
-            continue
-        if b_back is not None:  # g_r -> relu backward -> g_y -> batch norm backward
-            (g_y,) = program[r_back][3]
-            if program[b_back][2][1] != ("slot", g_y) or len(uses.get(g_y, [])) != 1:
-                continue
-            program[b_back] = ("backward", BatchNormRelu, (program[b_back][2][0], program[r_back][2][1]),
-                               program[b_back][3])
-            program[r_back] = None
-        program[b_index] = ("forward", (BatchNormRelu, what[1]), spec, r)
-        r_context = next(i for i in range(r_index - 1, -1, -1) if program[i] and program[i][0] == "context"
-                         and program[i][3] == r_ctx)
-        program[r_index] = program[r_context] = None
-        program = [ins for ins in program if ins is not None]
-        return batch_norm_relu(program, protected, new_slot)  # indices moved: look again from the start
-    return program
+    return _fuse_pairs(program, protected, BatchNorm, Relu, BatchNormRelu)
 
 
 def _unpadded(kwargs: tuple) -> bool:
@@ -111,33 +118,7 @@ def batch_norm_max_pool(program: list, protected: set[int], new_slot=None) -> li
     gradient's sums over the window winners come in another order (equal to rounding, hence in
     REORDERS_SUMS), and where two pixels of a window map to one float the gradient goes to the larger.
     """
-    program = list(program)
-    uses = _uses(program)
-    for b_index, (kind, what, spec, y) in enumerate(program):
-        if kind != "forward" or what[0] is not BatchNorm or y in protected or len(uses.get(y, [])) != 1:
-            continue
-        p_index = uses[y][0]
-        p_kind, p_what, p_spec, pooled = program[p_index]
-        if p_kind != "forward" or p_what[0] is not MaxPool2d or p_spec[1] != ("slot", y) or not _unpadded(p_what[1]):
-            continue
-        b_ctx, p_ctx = spec[0][1], p_spec[0][1]
-        b_back, p_back = _find(program, "backward", BatchNorm, b_ctx), _find(program, "backward", MaxPool2d, p_ctx)
-        if (b_back is None) != (p_back is None):
-            continue
-        if b_back is not None:  # g_pooled -> pool backward -> g_y -> batch norm backward
-            (g_y,) = program[p_back][3]
-            if program[b_back][2][1] != ("slot", g_y) or len(uses.get(g_y, [])) != 1:
-                continue
-            program[b_back] = ("backward", BatchNormMaxPool, (program[b_back][2][0], program[p_back][2][1]),
-                               program[b_back][3])
-            program[p_back] = None
-        program[b_index] = ("forward", (BatchNormMaxPool, what[1] + p_what[1]), spec, pooled)
-        p_context = next(i for i in range(p_index - 1, -1, -1) if program[i] and program[i][0] == "context"
-                         and program[i][3] == p_ctx)
-        program[p_index] = program[p_context] = None
-        program = [ins for ins in program if ins is not None]
-        return batch_norm_max_pool(program, protected, new_slot)  # indices moved: look again from the start
-    return program
+    return _fuse_pairs(program, protected, BatchNorm, MaxPool2d, BatchNormMaxPool, accepts=_unpadded)
 
 
 def relu_after_max_pool(program: list, protected: set[int], new_slot=None) -> list:
