@@ -299,14 +299,15 @@ def _pool_extremes(ctx, xc, kernel, stride, out_hw, lowest: np.ndarray) -> np.nd
     low = np.flatnonzero(lowest)
 
     def kernel_(s: slice) -> None:
-        np.copyto(pooled[s], views[0][s])
-        for v in views[1:]:
-            np.maximum(pooled[s], v[s], out=pooled[s])
-        if flip:
-            smallest = views[0][s][:, low]
+        for b in cache_blocks(s, xc[:1].nbytes):  # a strided pass per offset: while the block is in cache
+            np.copyto(pooled[b], views[0][b])
             for v in views[1:]:
-                np.minimum(smallest, v[s][:, low], out=smallest)
-            pooled[s, low] = smallest
+                np.maximum(pooled[b], v[b], out=pooled[b])
+            if flip:
+                smallest = views[0][b][:, low]
+                for v in views[1:]:
+                    np.minimum(smallest, v[b][:, low], out=smallest)
+                pooled[b, low] = smallest
 
     over_batch(kernel_, len(xc), work=xc.size)
     return pooled

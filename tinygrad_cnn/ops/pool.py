@@ -50,9 +50,10 @@ class MaxPool2d(Function):
         y = ctx.empty_like(views[0])  # keeps the input's memory layout (NHWC stays NHWC)
 
         def kernel_(s: slice) -> None:
-            np.copyto(y[s], views[0][s])
-            for v in views[1:]:
-                np.maximum(y[s], v[s], out=y[s])
+            for b in cache_blocks(s, xp[:1].nbytes):  # a strided pass per offset: while the block is in cache
+                np.copyto(y[b], views[0][b])
+                for v in views[1:]:
+                    np.maximum(y[b], v[b], out=y[b])
 
         over_batch(kernel_, len(x), work=xp.size)
         ctx.save_for_backward(xp, y)
