@@ -260,3 +260,22 @@ def test_conv2d_in_a_forked_child_after_the_parent_used_the_pool(monkeypatch):
         pytest.fail("conv2d hung in the forked child")
     assert child.exitcode == 0 and queue.get(timeout=5) == expected
 
+
+
+def test_over_batch_waits_for_every_slice_before_raising(monkeypatch):
+    """When the calling thread's slice raises, the other slices still finish before the exception leaves
+    over_batch: no thread may go on writing into the caller's arrays afterwards."""
+    import time
+
+    monkeypatch.setenv("TINYGRAD_CNN_THREADS", "2")
+    finished = []
+
+    def kernel(s: slice):
+        if s.start == 0:
+            raise ValueError("first slice fails")
+        time.sleep(0.2)
+        finished.append(s)
+
+    with pytest.raises(ValueError, match="first slice fails"):
+        parallel.over_batch(kernel, 4, work=parallel.MIN_PARALLEL_WORK)
+    assert finished == [slice(2, 4)]
