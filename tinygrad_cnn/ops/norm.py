@@ -61,7 +61,7 @@ from ..checks import check_bool, check_float, check_float_dtype, check_int, chec
 from ..checks import check_tensor_like, describe
 from ..parallel import cache_blocks, over_batch
 from .channels import in_layout_of, row_repeats, tiled, wide
-from .pool import NCHW, _geometry, _offsets
+from .pool import NCHW, _first_maxima, _geometry, _offsets, _window_maxima
 from .windows import window
 
 __all__ = ["BatchNorm", "BatchNormRelu", "BatchNormMaxPool", "BatchNormEval", "batch_norm", "LayerNorm", "GroupNorm",
@@ -300,9 +300,7 @@ def _pool_extremes(ctx, xc, kernel, stride, out_hw, lowest: np.ndarray) -> np.nd
 
     def kernel_(s: slice) -> None:
         for b in cache_blocks(s, xc[:1].nbytes):  # a strided pass per offset: while the block is in cache
-            np.copyto(pooled[b], views[0][b])
-            for v in views[1:]:
-                np.maximum(pooled[b], v[b], out=pooled[b])
+            _window_maxima(views, pooled, b)
             if flip:
                 smallest = views[0][b][:, low]
                 for v in views[1:]:
@@ -320,21 +318,13 @@ def _scatter_affine(ctx, xc, pooled, g, coefficients, kernel, stride, out_hw) ->
     layout, g_layout = _Layout(xc), _Layout(g)
     dx = layout.restore(_affine(ctx, layout, layout.view(xc), b, c))  # one dense pass beats window by window
     ga = g_layout.restore(_affine(ctx, g_layout, g_layout.view(g), a, None))
-    offsets = _offsets(kernel)
 
     def kernel_(s: slice) -> None:
-        for b in cache_blocks(s, xc[:1].nbytes):  # each window's pass strided: done while the block is in cache
-            hit_ga = np.empty_like(ga[b])
-            unclaimed = np.ones_like(pooled[b], dtype=bool)
-            for k, (i, j) in enumerate(offsets):
-                if k < len(offsets) - 1:
-                    hit = window(xc[b], i, j, out_hw, stride, axes=NCHW) == pooled[b]
-                    hit &= unclaimed
-                    unclaimed ^= hit
-                else:
-                    hit = unclaimed
-                target = window(dx[b], i, j, out_hw, stride, axes=NCHW)
-                target += np.multiply(ga[b], hit, out=hit_ga)  # (``where=hit`` is ten times slower)
+        for block in cache_blocks(s, xc[:1].nbytes):  # strided passes, one per offset: while the block is in cache
+            hit_ga = np.empty_like(ga[block])
+            for (i, j), hit in _first_maxima(xc[block], pooled[block], kernel, out_hw, stride):
+                target = window(dx[block], i, j, out_hw, stride, axes=NCHW)
+                target += np.multiply(ga[block], hit, out=hit_ga)  # (``where=hit`` is ten times slower)
 
     over_batch(kernel_, len(xc), work=xc.size)
     return dx

@@ -39,6 +39,30 @@ def _offsets(kernel):
     return [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]  # row-major: the tie-break order
 
 
+def _window_maxima(views: list, out: np.ndarray, b: slice) -> None:
+    """out[b] = the elementwise maximum of the windows' views (one per kernel offset) over images ``b``."""
+    np.copyto(out[b], views[0][b])
+    for v in views[1:]:
+        np.maximum(out[b], v[b], out=out[b])
+
+
+def _first_maxima(xp: np.ndarray, y: np.ndarray, kernel, out_hw, stride):
+    """Yields ((i, j), hit) for each kernel offset in row-major order: ``hit`` (y's shape and memory
+    layout) marks the windows whose first element equal to their maximum ``y`` sits at that offset,
+    the one element of a window that receives its gradient."""
+    unclaimed = np.ones_like(y, dtype=bool)  # windows whose maximum has not been found yet; *_like keeps
+    # y's memory layout: mixing layouts in one ufunc call is several times slower
+    offsets = _offsets(kernel)
+    for k, (i, j) in enumerate(offsets):
+        if k < len(offsets) - 1:
+            hit = window(xp, i, j, out_hw, stride, axes=NCHW) == y
+            hit &= unclaimed
+            unclaimed ^= hit
+        else:  # every window still unclaimed has its maximum here: no comparison needed
+            hit = unclaimed
+        yield (i, j), hit
+
+
 class MaxPool2d(Function):
     """y[n, c, oh, ow] = max over the window at (oh*sh, ow*sw) of x padded with -inf."""
 
@@ -51,9 +75,7 @@ class MaxPool2d(Function):
 
         def kernel_(s: slice) -> None:
             for b in cache_blocks(s, xp[:1].nbytes):  # a strided pass per offset: while the block is in cache
-                np.copyto(y[b], views[0][b])
-                for v in views[1:]:
-                    np.maximum(y[b], v[b], out=y[b])
+                _window_maxima(views, y, b)
 
         over_batch(kernel_, len(x), work=xp.size)
         ctx.save_for_backward(xp, y)
@@ -76,16 +98,7 @@ class MaxPool2d(Function):
                 dxp[s, :, out_hw[0] * kernel[0]:] = 0
                 dxp[s, :, :, out_hw[1] * kernel[1]:] = 0
             for b in cache_blocks(s, xp[:1].nbytes):  # a strided pass per offset: while the block is in cache
-                unclaimed = np.ones_like(y[b], dtype=bool)  # windows whose maximum has not received g yet;
-                # *_like keeps y's memory layout: mixing layouts in one ufunc call is several times slower
-                offsets = _offsets(kernel)
-                for k, (i, j) in enumerate(offsets):
-                    if k < len(offsets) - 1:
-                        hit = window(xp[b], i, j, out_hw, stride, axes=NCHW) == y[b]
-                        hit &= unclaimed
-                        unclaimed ^= hit
-                    else:  # every window still unclaimed has its maximum here: no comparison needed
-                        hit = unclaimed
+                for (i, j), hit in _first_maxima(xp[b], y[b], kernel, out_hw, stride):
                     target = window(dxp[b], i, j, out_hw, stride, axes=NCHW)
                     if overlapping:
                         target += g[b] * hit
