@@ -222,10 +222,13 @@ def make_batches(batch: int, count: int = 4, seed: int = 0) -> list[tuple[np.nda
             for _ in range(count)]
 
 
-def tinygrad_step(batch_norm: bool, batches: list, jit: bool = False):
+def tinygrad_step(batch_norm: bool, batches: list, jit: bool = False, package=None):
     """The tinygrad_cnn step exactly as a user writes it. ``step(timings=None)`` returns the loss; with
-    a dict it also adds the seconds of ``value_and_grad`` and of the optimizer update to it."""
-    import tinygrad_cnn as tc
+    a dict it also adds the seconds of ``value_and_grad`` and of the optimizer update to it.
+    ``package``: the tinygrad_cnn module to use (compare_revisions.py passes other revisions')."""
+    import tinygrad_cnn
+
+    tc = package or tinygrad_cnn
 
     model = tc.models.get("cnn-bn" if batch_norm else "cnn")
     params, state = model.init(np.random.default_rng(0))

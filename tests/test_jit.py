@@ -489,12 +489,13 @@ def test_batch_norm_max_pool_is_applied_and_equal_to_the_plan_without_it_to_roun
     assert "BatchNormMaxPool" not in _forward_ops(off)
 
 
-def test_batch_norm_max_pool_leaves_padded_pools_and_shared_outputs_alone():
+def test_batch_norm_max_pool_leaves_padded_and_overlapping_pools_and_shared_outputs_alone():
     def f(x, gamma, beta):
         kept = tc.batch_norm(tc.Tensor(x), gamma, beta)                   # returned too: must exist
         padded = tc.max_pool2d(tc.batch_norm(tc.Tensor(x), gamma, beta), 2, padding=1)
+        overlapping = tc.max_pool2d(tc.batch_norm(tc.Tensor(x), gamma, beta), 3, stride=2)
         fused = tc.max_pool2d(tc.batch_norm(tc.Tensor(x), gamma, beta), 2)
-        return tc.max_pool2d(kept, 2).data, kept.data, padded.data, fused.data
+        return tc.max_pool2d(kept, 2).data, kept.data, padded.data, overlapping.data, fused.data
 
     step = tc.jit(f, rewrites=("batch_norm_max_pool",))
     rng = np.random.default_rng(0)
@@ -502,7 +503,8 @@ def test_batch_norm_max_pool_leaves_padded_pools_and_shared_outputs_alone():
     for _ in range(2):
         x = rng.standard_normal((4, 3, 6, 6)).astype(np.float32)
         assert bits_equal(step(x, gamma, beta), f(x, gamma, beta))
-    assert _forward_ops(step) == ["BatchNorm", "BatchNorm", "MaxPool2d", "BatchNormMaxPool", "MaxPool2d"]
+    assert _forward_ops(step) == ["BatchNorm", "BatchNorm", "MaxPool2d", "BatchNorm", "MaxPool2d", "BatchNormMaxPool",
+                                  "MaxPool2d"]
 
 
 def test_what_a_rewritten_op_returns_is_handed_over_not_reused():

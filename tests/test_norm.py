@@ -316,12 +316,16 @@ def test_batch_norm_relu_is_relu_of_batch_norm_bit_for_bit_and_passes_gradcheck(
 
 @st.composite
 def bn_pool_inputs(draw):
-    """x (N, C, H, W) with distinct values, gamma of either sign, beta, and a pool kernel/stride that fit."""
+    """x (N, C, H, W) with distinct values (NCHW or channels-last memory), gamma of either sign, beta, and
+    a pool kernel that fits, its windows tiling the image (stride = kernel; sizes that leave rows and
+    columns outside every window included)."""
     kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = kernel
     n, c = draw(st.integers(1, 3)), draw(st.integers(1, 3))
     h, w = draw(st.integers(kernel[0], 6)), draw(st.integers(kernel[1], 6))
     x = draw(arrays((n, c, h, w if n * h * w > 1 else 2), distinct=True))
+    if draw(st.booleans()):  # as conv2d hands it on
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     gamma = draw(arrays((c,), low=0.2, high=2.0)) * np.array(draw(st.lists(st.sampled_from([-1.0, 1.0]),
                                                                               min_size=c, max_size=c)))
     return x, gamma, draw(arrays((c,))), dict(kernel=kernel, stride=stride, pads=((0, 0), (0, 0)))
@@ -355,6 +359,16 @@ def test_batch_norm_max_pool_is_max_pool_of_batch_norm_and_passes_gradcheck(inpu
     for a, b in zip(stats["fused"], stats["two"]):
         np.testing.assert_array_equal(a, b)
     assert tc.gradcheck(lambda *t: BatchNormMaxPool.apply(*t, eps=1e-5, **pool), x, gamma, beta)
+
+
+def test_batch_norm_max_pool_refuses_windows_that_do_not_tile():
+    from tinygrad_cnn.ops.norm import BatchNormMaxPool
+
+    x, gamma, beta = np.zeros((2, 3, 6, 6), np.float32), np.ones(3, np.float32), np.zeros(3, np.float32)
+    for pool in (dict(kernel=(3, 3), stride=(2, 2), pads=((0, 0), (0, 0))),
+                 dict(kernel=(2, 2), stride=(2, 2), pads=((1, 1), (0, 0)))):
+        with pytest.raises(ValueError, match="stride = kernel, no padding.*kernel=.*stride=.*pads="):
+            BatchNormMaxPool.apply(x, gamma, beta, eps=1e-5, **pool)
 
 
 def test_batch_norm_max_pool_float32_at_real_size_routes_ties_to_the_first_pixel():

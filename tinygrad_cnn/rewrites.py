@@ -98,19 +98,25 @@ def batch_norm_relu(program: list, protected: set[int], new_slot=None) -> list:
     return _fuse_pairs(program, protected, BatchNorm, Relu, BatchNormRelu)
 
 
-def _unpadded(kwargs: tuple) -> bool:
-    """Whether a recorded pool's ``pads`` keyword (a spec of ((top, bottom), (left, right))) is all zeros."""
-    def values(spec):
-        kind, value = spec
-        return [v for part in value for v in values(part)] if kind == "tuple" else [value]
-    return not any(values(dict(kwargs)["pads"]))
+def _value(spec):
+    """The Python value a recorded keyword spec stands for (tuples rebuilt)."""
+    kind, value = spec
+    return tuple(_value(part) for part in value) if kind == "tuple" else value
+
+
+def _tiling(kwargs: tuple) -> bool:
+    """Whether a recorded pool's windows tile the image: stride = kernel, ``pads`` all zeros."""
+    kw = {name: _value(spec) for name, spec in kwargs}
+    return kw["stride"] == kw["kernel"] and not any(p for pair in kw["pads"] for p in pair)
 
 
 def batch_norm_max_pool(program: list, protected: set[int], new_slot=None) -> list:
-    """``max_pool(batch_norm(x))`` (training mode, no padding) becomes one ``BatchNormMaxPool`` op: the
-    window maxima of x - mu are taken first and the affine map applied to them, so batch norm's
-    full-size output is never written nor read back, and the backward makes one pass that routes each
-    window's gradient and adds the statistics' part (ops/norm.py). Runs after ``relu_after_max_pool``,
+    """``max_pool(batch_norm(x))`` (training mode; windows that tile the image: stride = kernel, no
+    padding) becomes one ``BatchNormMaxPool`` op: the window maxima of x - mu are taken first and the
+    affine map applied to them, so batch norm's full-size output is never written nor read back, the
+    window passes run over a window-major copy of x - mu instead of strided views, and the backward
+    makes one pass that routes each window's gradient and adds the statistics' part (ops/norm.py).
+    Runs after ``relu_after_max_pool``,
     which turns conv, batch norm, relu, max-pool into conv, batch norm, max-pool, relu.
 
     Exact in value: the affine map per channel is monotonic and so is float rounding, so the maximum of
@@ -118,7 +124,7 @@ def batch_norm_max_pool(program: list, protected: set[int], new_slot=None) -> li
     gradient's sums over the window winners come in another order (equal to rounding, hence in
     REORDERS_SUMS), and where two pixels of a window map to one float the gradient goes to the larger.
     """
-    return _fuse_pairs(program, protected, BatchNorm, MaxPool2d, BatchNormMaxPool, accepts=_unpadded)
+    return _fuse_pairs(program, protected, BatchNorm, MaxPool2d, BatchNormMaxPool, accepts=_tiling)
 
 
 def relu_after_max_pool(program: list, protected: set[int], new_slot=None) -> list:

@@ -61,8 +61,8 @@ from ..checks import check_bool, check_float, check_float_dtype, check_int, chec
 from ..checks import check_tensor_like, describe
 from ..parallel import cache_blocks, over_batch
 from .channels import in_layout_of, row_repeats, tiled, wide
-from .pool import NCHW, _first_maxima, _geometry, _offsets, _window_maxima
-from .windows import window
+from .pool import _first_maxima, _geometry, _window_maxima
+from .windows import tiles
 
 __all__ = ["BatchNorm", "BatchNormRelu", "BatchNormMaxPool", "BatchNormEval", "batch_norm", "LayerNorm", "GroupNorm",
            "layer_norm", "group_norm"]
@@ -108,12 +108,24 @@ class _Layout:
         """A (C,) vector in ``dtype``, broadcasting against ``wide`` views."""
         return tiled(v, self.repeats, dtype) if self.last else v.astype(dtype).reshape(self.vector)
 
+    def per_image(self, a3: np.ndarray, b3: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
+        """Per-channel sums of a (or of a*b, written into ``scratch`` if given) over each image's pixels,
+        (n, C) in a's dtype (by BLAS when channels-last); an image's sums do not depend on the others'."""
+        prod = a3 if b3 is None else np.multiply(a3, b3, out=scratch)
+        return np.ones(prod.shape[1], prod.dtype) @ prod if self.last else prod.sum(axis=2)
+
     def sums(self, a3: np.ndarray, b3: np.ndarray | None = None) -> np.ndarray:
-        """Per-channel sum of a (or of a*b) over a slice of images, (C,) in float64: per-image sums by
-        BLAS in a's dtype, then summed over images in float64."""
-        prod = a3 if b3 is None else a3 * b3
-        per_image = np.ones(prod.shape[1], prod.dtype) @ prod if self.last else prod.sum(axis=2)  # (n, C)
-        return per_image.sum(axis=0, dtype=np.float64)
+        """Per-channel sum of a (or of a*b) over a slice of images, (C,) in float64: ``per_image`` sums,
+        then summed over images in float64."""
+        return self.per_image(a3, b3).sum(axis=0, dtype=np.float64)
+
+    def nhwc(self, a3: np.ndarray) -> np.ndarray:
+        """A 3-D array in this layout as the (n, H, W, C) view of its images."""
+        n, (c, *spatial) = len(a3), self.shape[1:]
+        if self.last:
+            return a3.reshape(n, *spatial, c)
+        nchw = a3.reshape(n, c, *spatial)
+        return nchw.transpose(0, *range(2, nchw.ndim), 1)
 
 
 def _affine(ctx, layout: _Layout, x3: np.ndarray, scale: np.ndarray, shift: np.ndarray | None,
@@ -225,60 +237,74 @@ def _batch_norm_backward(ctx, g):
 
 
 class BatchNormMaxPool(Function):
-    """max_pool(batch_norm(x)) as one op (training mode, unpadded pooling), for jit's
-    ``batch_norm_max_pool`` rewrite (rewrites.py). Pooling first, then the affine map on the pooled
-    quarter: batch norm's output never exists at full size, either way.
+    """max_pool(batch_norm(x)) as one op (training mode; pooling windows that tile the image: stride =
+    kernel, no padding), for jit's ``batch_norm_max_pool`` rewrite (rewrites.py). Pooling first, then
+    the affine map on the pooled quarter: batch norm's output never exists at full size, either way.
 
     Forward. y = xc * s + beta per channel (xc = x - mu, s = gamma r) is monotonic in xc, and so is
     each float rounding step, so the maximum over a window of fl(fl(xc s) + beta) is the map applied to
-    the window's largest xc where s >= 0, to its smallest where s < 0, bit for bit:
-    ``pooled = max (or min) of xc over the window``, ``y = pooled * s + beta``.
+    the window's largest xc where s >= 0, to its smallest where s < 0, bit for bit. With sign = -1
+    where gamma < 0 (r > 0, so s has gamma's sign), else 1: ``pooled = max of sign*xc over the window``,
+    ``y = pooled * (sign*s) + beta`` (negating is exact, so these are the same bits).
 
     Backward. The pool routes a window's gradient g to its winner (the first pixel in row-major order
-    holding ``pooled``); batch norm's sums then only see the winners: sum(g) and sum(g xc) =
-    sum(g pooled), a quarter of the elements. Every pixel, winner or not, gets the statistics' part
-    B xc + C (one dense pass), and a winner also A g, added window by window (A, B, C as in
-    BatchNorm.backward: A = gamma r, B = -A r sum(g xhat) / m, C = -A sum(g) / m).
+    holding the maximum); batch norm's sums then only see the winners: sum(g) and sum(g xc) =
+    sign * sum(g pooled), a quarter of the elements. Every pixel, winner or not, gets the statistics'
+    part B xc + C (one dense pass), and a winner also A g (A, B, C as in BatchNorm.backward:
+    A = gamma r, B = -A r sum(g xhat) / m, C = -A sum(g) / m).
 
-    Equal to the two ops up to the order of those sums, with one exception from rounding: where two
-    different xc of a window map to the same float y, the two ops send g to the first, this op to the
-    one with the larger (smaller, s < 0) xc, the true maximum.
+    Memory. conv2d hands on channels-last memory, where the pixels of one window offset lie a pixel
+    apart: every pass over such a strided view runs NumPy's inner loop over only C floats per pixel
+    (several times slower than over contiguous memory). So the forward copies sign*xc once into
+    *window-major* order (``grouped``: per image, the pixels of each kernel offset one after another,
+    then those no window covers; ``windows.tiles``), and the maxima, the winners and the backward's
+    dense pass all run over contiguous memory; dx goes back into image order in one copy.
+
+    Equal to the two ops up to the order of those sums (the forward and the running statistics bit for
+    bit), with one exception from rounding: where two different xc of a window map to the same float
+    y, the two ops send g to the first, this op to the one with the larger (smaller, s < 0) xc, the
+    true maximum.
     """
 
     @staticmethod
     def forward(ctx, x, gamma, beta, *, eps, momentum=0.1, running_mean=None, running_var=None, kernel, stride,
                 pads):
-        if any(p for pair in pads for p in pair):
-            raise ValueError(f"BatchNormMaxPool: padding is not supported, got pads={pads}")
+        if any(p for pair in pads for p in pair) or tuple(stride) != tuple(kernel):
+            raise ValueError("BatchNormMaxPool: only windows that tile the image (stride = kernel, no padding), "
+                             f"got kernel={kernel}, stride={stride}, pads={pads}")
         m, layout = _count(x.shape), _Layout(x)
         x3 = layout.view(x)
         mean = _sums(layout, x3) / m
-        xc3, total_sq = _centre(ctx, layout, x3, mean)
+        sign = np.where(gamma < 0, -1.0, 1.0)
+        out_hw = _geometry(x.shape, kernel, stride, pads)
+        grouped, pooled, total_sq = _centre_and_pool(ctx, layout, x3, mean, sign, kernel, out_hw)
         var = total_sq / m
         inv_std = 1.0 / np.sqrt(var + eps)
         _update_running(running_mean, running_var, mean, var, momentum, m)
-        scale = gamma * inv_std
-        xc = layout.restore(xc3)
-        out_hw = _geometry(x.shape, kernel, stride, pads)
-        pooled = _pool_extremes(ctx, xc, kernel, stride, out_hw, lowest=scale < 0)
-        pooled_layout = _Layout(pooled)
-        y3 = _affine(ctx, pooled_layout, pooled_layout.view(pooled), scale, beta.astype(np.float64))
-        ctx.save_for_backward(xc, pooled, gamma.astype(np.float64), inv_std)
-        ctx.geometry = (kernel, stride, out_hw)
+        pooled_nchw = pooled.transpose(0, 3, 1, 2)
+        pooled_layout = _Layout(pooled_nchw)
+        y3 = _affine(ctx, pooled_layout, pooled_layout.view(pooled_nchw), sign * gamma * inv_std,
+                     beta.astype(np.float64))
+        ctx.save_for_backward(grouped, pooled, gamma.astype(np.float64), inv_std, sign)
+        ctx.geometry = (x.shape, kernel, out_hw)
         return pooled_layout.restore(y3)
 
     @staticmethod
     def backward(ctx, g):
-        xc, pooled, gamma, inv_std = ctx.saved_tensors
-        kernel, stride, out_hw = ctx.geometry
-        g = in_layout_of(g, pooled, ctx.empty_like)
-        m, layout = _count(xc.shape), _Layout(g)
-        sum_g, sum_g_xc = _sums(layout, layout.view(g), layout.view(pooled))
-        sum_g_xhat = sum_g_xc * inv_std                                   # = dgamma
+        grouped, pooled, gamma, inv_std, sign = ctx.saved_tensors
+        x_shape, kernel, out_hw = ctx.geometry
+        pooled_nchw = pooled.transpose(0, 3, 1, 2)
+        g = in_layout_of(g, pooled_nchw, ctx.empty_like)
+        m, layout = _count(x_shape), _Layout(g)
+        sum_g, sum_g_pooled = _sums(layout, layout.view(g), layout.view(pooled_nchw))
+        sum_g_xhat = sign * sum_g_pooled * inv_std                         # = dgamma
         a = gamma * inv_std
         b = -a * inv_std * sum_g_xhat / m
         c = -a * sum_g / m
-        dx = _scatter_affine(ctx, xc, pooled, g, (a, b, c), kernel, stride, out_hw) if ctx.needs_input_grad[0] else None
+        if not ctx.needs_input_grad[0]:
+            return None, sum_g_xhat, sum_g
+        ga = layout.restore(_affine(ctx, layout, layout.view(g), a, None)).transpose(0, 2, 3, 1)  # (N, OH, OW, C)
+        dx = _ungroup_affine(ctx, grouped, pooled, ga, sign * b, c, x_shape, kernel, out_hw)
         return dx, sum_g_xhat, sum_g
 
 
@@ -291,43 +317,83 @@ def _update_running(running_mean, running_var, mean, var, momentum, m) -> None:
         running_var += (momentum * m / (m - 1)) * var
 
 
-def _pool_extremes(ctx, xc, kernel, stride, out_hw, lowest: np.ndarray) -> np.ndarray:
-    """(N, C, OH, OW): the maximum of each window of xc, its minimum in the channels where ``lowest``."""
-    views = [window(xc, i, j, out_hw, stride, axes=NCHW) for i, j in _offsets(kernel)]
-    pooled = ctx.empty_like(views[0])
-    flip = lowest.any()
-    low = np.flatnonzero(lowest)
+def _tile_pairs(image: np.ndarray, grouped: np.ndarray, kernel, out_hw) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image part, grouped part) view pairs: ``image`` (n, H, W, C) cut by ``windows.tiles``, ``grouped``
+    (n, H*W, C) into consecutive runs of pixels of the same shapes (the empty parts left out)."""
+    pairs, start = [], 0
+    for part in tiles(image, kernel, out_hw):
+        size = part.shape[1] * part.shape[2]
+        if size:
+            pairs.append((part, grouped[:, start: start + size].reshape(part.shape)))
+        start += size
+    return pairs
+
+
+def _by_offset(grouped: np.ndarray, kernel, out_hw) -> list[np.ndarray]:
+    """The (n, OH*OW, C) runs of ``grouped`` holding each kernel offset's pixels."""
+    q = out_hw[0] * out_hw[1]
+    return [grouped[:, k * q: (k + 1) * q] for k in range(kernel[0] * kernel[1])]
+
+
+def _centre_and_pool(ctx, layout: _Layout, x3: np.ndarray, mean: np.ndarray, sign: np.ndarray, kernel, out_hw):
+    """One pass over x, block by block while the block is in cache: xc = x - mean in x's own order (its
+    squares summed per image exactly as ``_centre`` sums them), then sign*xc copied window-major into
+    ``grouped`` and the windows' maxima taken there. Returns grouped (N, H*W, C), pooled (N, OH, OW, C)
+    and sum xc^2 (C,) in float64."""
+    (n, c, h, w), dtype = layout.shape, x3.dtype
+    grouped = ctx.empty((n, h * w, c), dtype)
+    pooled = ctx.empty((n, *out_hw, c), dtype)
+    shift, x_ = layout.per_channel(mean, dtype), layout.wide(x3)
+    flip = None if (sign > 0).all() else layout.per_channel(sign, dtype)
+    windows, pooled3 = _by_offset(grouped, kernel, out_hw), pooled.reshape(n, -1, c)
+
+    def kernel_(s: slice) -> np.ndarray:
+        blocks = cache_blocks(s, x3[:1].nbytes)
+        scratch = np.empty((2, blocks[0].stop - blocks[0].start, *x3.shape[1:]), dtype)
+        per_image = np.empty((s.stop - s.start, c), dtype)
+        for b in blocks:
+            xc, squares = scratch[:, : b.stop - b.start]
+            np.subtract(x_[b], shift, out=layout.wide(xc))
+            per_image[b.start - s.start: b.stop - s.start] = layout.per_image(xc, xc, squares)
+            if flip is not None:
+                layout.wide(xc)[...] *= flip
+            for image_part, grouped_part in _tile_pairs(layout.nhwc(xc), grouped[b], kernel, out_hw):
+                np.copyto(grouped_part, image_part)
+            _window_maxima(windows, pooled3, b)
+        return per_image.sum(axis=0, dtype=np.float64)
+
+    total_sq = sum(over_batch(kernel_, n, work=x3.size))
+    return grouped, pooled, total_sq
+
+
+def _ungroup_affine(ctx, grouped, pooled, ga, b, c, x_shape, kernel, out_hw) -> np.ndarray:
+    """dx (N, C, H, W), channels-last memory: B' * grouped + C everywhere (B' = sign*B, so that is
+    B xc + C), + A g at each window's first pixel holding ``pooled``, computed window-major block by
+    block and copied back into image order. ``ga`` = A g (N, OH, OW, C); B', C per channel, float64; the
+    ops of BatchNorm.backward in its order (A g added last)."""
+    (n, ch, h, w), dtype = x_shape, grouped.dtype
+    dx = ctx.empty((n, h, w, ch), dtype)
+    repeats = row_repeats(h * w, ch)
+    scale, shift = tiled(b, repeats, dtype), tiled(c, repeats, dtype)
+    windows = _by_offset(grouped, kernel, out_hw)
+    pooled3, ga3 = pooled.reshape(n, -1, ch), ga.reshape(n, -1, ch)
 
     def kernel_(s: slice) -> None:
-        for b in cache_blocks(s, xc[:1].nbytes):  # a strided pass per offset: while the block is in cache
-            _window_maxima(views, pooled, b)
-            if flip:
-                smallest = views[0][b][:, low]
-                for v in views[1:]:
-                    np.minimum(smallest, v[b][:, low], out=smallest)
-                pooled[b, low] = smallest
+        blocks = cache_blocks(s, grouped[:1].nbytes)
+        scratch = np.empty((blocks[0].stop - blocks[0].start, *grouped.shape[1:]), dtype)
+        for block in blocks:
+            d = scratch[: block.stop - block.start]
+            np.multiply(wide(grouped[block], repeats), scale, out=wide(d, repeats))
+            wide(d, repeats)[...] += shift
+            d_windows = _by_offset(d, kernel, out_hw)
+            routed = np.empty_like(ga3[block])
+            for k, hit in _first_maxima([v[block] for v in windows], pooled3[block]):
+                d_windows[k] += np.multiply(ga3[block], hit, out=routed)  # (``where=hit`` measured 3x slower)
+            for image_part, grouped_part in _tile_pairs(dx[block], d, kernel, out_hw):
+                np.copyto(image_part, grouped_part)
 
-    over_batch(kernel_, len(xc), work=xc.size)
-    return pooled
-
-
-def _scatter_affine(ctx, xc, pooled, g, coefficients, kernel, stride, out_hw) -> np.ndarray:
-    """dx (xc's shape) = B xc + C everywhere, + A g at each window's first pixel holding ``pooled``;
-    A, B, C per channel, float64, ops in BatchNorm.backward's order (A g added last)."""
-    a, b, c = coefficients
-    layout, g_layout = _Layout(xc), _Layout(g)
-    dx = layout.restore(_affine(ctx, layout, layout.view(xc), b, c))  # one dense pass beats window by window
-    ga = g_layout.restore(_affine(ctx, g_layout, g_layout.view(g), a, None))
-
-    def kernel_(s: slice) -> None:
-        for block in cache_blocks(s, xc[:1].nbytes):  # strided passes, one per offset: while the block is in cache
-            hit_ga = np.empty_like(ga[block])
-            for (i, j), hit in _first_maxima(xc[block], pooled[block], kernel, out_hw, stride):
-                target = window(dx[block], i, j, out_hw, stride, axes=NCHW)
-                target += np.multiply(ga[block], hit, out=hit_ga)  # (``where=hit`` is ten times slower)
-
-    over_batch(kernel_, len(xc), work=xc.size)
-    return dx
+    over_batch(kernel_, n, work=grouped.size)
+    return dx.transpose(0, 3, 1, 2)
 
 
 class BatchNormEval(Function):

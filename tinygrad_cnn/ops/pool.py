@@ -46,21 +46,21 @@ def _window_maxima(views: list, out: np.ndarray, b: slice) -> None:
         np.maximum(out[b], v[b], out=out[b])
 
 
-def _first_maxima(xp: np.ndarray, y: np.ndarray, kernel, out_hw, stride):
-    """Yields ((i, j), hit) for each kernel offset in row-major order: ``hit`` (y's shape and memory
-    layout) marks the windows whose first element equal to their maximum ``y`` sits at that offset,
-    the one element of a window that receives its gradient."""
+def _first_maxima(views: list, y: np.ndarray):
+    """Yields (k, hit) for each view of the windows (one per kernel offset, row-major, as
+    ``_window_maxima`` takes them): ``hit`` (y's shape and memory layout) marks the windows whose first
+    element equal to their maximum ``y`` is the k-th, the one element of a window that receives its
+    gradient."""
     unclaimed = np.ones_like(y, dtype=bool)  # windows whose maximum has not been found yet; *_like keeps
     # y's memory layout: mixing layouts in one ufunc call is several times slower
-    offsets = _offsets(kernel)
-    for k, (i, j) in enumerate(offsets):
-        if k < len(offsets) - 1:
-            hit = window(xp, i, j, out_hw, stride, axes=NCHW) == y
+    for k, v in enumerate(views):
+        if k < len(views) - 1:
+            hit = v == y
             hit &= unclaimed
             unclaimed ^= hit
         else:  # every window still unclaimed has its maximum here: no comparison needed
             hit = unclaimed
-        yield (i, j), hit
+        yield k, hit
 
 
 class MaxPool2d(Function):
@@ -90,6 +90,7 @@ class MaxPool2d(Function):
         dxp = ctx.empty_like(xp)
         overlapping = stride[0] < kernel[0] or stride[1] < kernel[1]
         tiled = tuple(stride) == tuple(kernel)  # the windows write every pixel they cover
+        offsets = _offsets(kernel)
 
         def kernel_(s: slice) -> None:
             if not tiled:
@@ -98,8 +99,9 @@ class MaxPool2d(Function):
                 dxp[s, :, out_hw[0] * kernel[0]:] = 0
                 dxp[s, :, :, out_hw[1] * kernel[1]:] = 0
             for b in cache_blocks(s, xp[:1].nbytes):  # a strided pass per offset: while the block is in cache
-                for (i, j), hit in _first_maxima(xp[b], y[b], kernel, out_hw, stride):
-                    target = window(dxp[b], i, j, out_hw, stride, axes=NCHW)
+                views = [window(xp[b], i, j, out_hw, stride, axes=NCHW) for i, j in offsets]
+                for k, hit in _first_maxima(views, y[b]):
+                    target = window(dxp[b], *offsets[k], out_hw, stride, axes=NCHW)
                     if overlapping:
                         target += g[b] * hit
                     else:  # each input pixel lies in one window: write instead of add

@@ -124,3 +124,16 @@ def unpad(g: np.ndarray, pads, mode: str, axes) -> np.ndarray:
             inner[along(axis, slice(0, after))] += tail
         g = inner
     return g
+
+
+def tiles(a: np.ndarray, kernel: tuple[int, int], out_hw: tuple[int, int]) -> list[np.ndarray]:
+    """Every pixel of the channels-last ``a`` (N, H, W, C) once, as views in *window-major* order, for
+    pooling windows that tile the image (stride = kernel):
+
+    * for each kernel offset (i, j), row-major, the (N, OH, OW, C) pixels at that place in the windows;
+    * the rows below the last row of windows (N, H - OH*KH, W, C), then the columns right of the last
+      column of windows (N, OH*KH, W - OW*KW, C), which no window covers (either may be empty).
+    """
+    (kh, kw), (oh, ow) = kernel, out_hw
+    offsets = [a[:, i: oh * kh: kh, j: ow * kw: kw] for i in range(kh) for j in range(kw)]
+    return offsets + [a[:, oh * kh:], a[:, : oh * kh, ow * kw:]]
