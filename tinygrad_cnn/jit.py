@@ -214,7 +214,8 @@ class Plan:
     another thread) runs with plain contexts, allocating as eager does.
     """
 
-    def __init__(self, tape: Tape, outputs: list):
+    def __init__(self, tape: Tape, outputs: list, applied: tuple[str, ...] = ()):
+        self.applied = applied  # the rewrites that changed this program (draw_graph names them)
         self.n_slots = len(tape.keep)
         self.n_inputs = tape.n_inputs
         self.constants = tape.constants
@@ -428,9 +429,9 @@ class Jitted:
         out_leaves, out_treedef = tree_flatten(result)
         outputs = [_output_spec(tape, leaf) for leaf in out_leaves]
         protected = {i for kind, i in outputs if kind in ("slot", "float")}  # what fn returns
-        tape.program = rewrites_module.apply(tape.program, protected, self.rewrites,
-                                             new_slot=lambda t=tape: t._new_slot(object()))
-        plan = Plan(tape, outputs)
+        tape.program, applied = rewrites_module.apply(tape.program, protected, self.rewrites,
+                                                      new_slot=lambda t=tape: t._new_slot(object()))
+        plan = Plan(tape, outputs, applied)
         plan.out_treedef = out_treedef
         self._plans[key] = plan
         self._unchecked.add(key)

@@ -287,9 +287,14 @@ EXACT = tuple(name for name in REWRITES if name not in REORDERS_SUMS)
 DEFAULT = tuple(name for name in REWRITES if name != "bias_after_max_pool")
 
 
-def apply(program: list, protected: set[int], names, new_slot) -> list:
-    """The passes ``names`` (in REWRITES' order) applied to ``program``; ``new_slot()`` gives a fresh slot."""
+def apply(program: list, protected: set[int], names, new_slot) -> tuple[list, tuple[str, ...]]:
+    """The passes ``names`` (in REWRITES' order) applied to ``program``; ``new_slot()`` gives a fresh slot.
+    Returns the new program and the names of the passes that changed it."""
+    changed = []
     for name, rewrite in REWRITES.items():
         if name in names:
-            program = rewrite(program, protected, new_slot)
-    return program
+            rewritten = rewrite(program, protected, new_slot)
+            if rewritten != program:
+                changed.append(name)
+            program = rewritten
+    return program, tuple(changed)

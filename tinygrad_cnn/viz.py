@@ -807,7 +807,8 @@ def _draw_plan(step: Jitted, selected: tuple[tuple, Plan], *, show_shapes: bool,
         node_attr={"fontname": "Helvetica", "fontsize": "10", "margin": "0.08,0.04", "height": "0.3"},
         edge_attr={"arrowsize": "0.6", "color": "#555555"},
     )
-    rewrites = ", ".join(step.rewrites) or "none"
+    idle = [name for name in step.rewrites if name not in plan.applied]
+    rewrites = (", ".join(plan.applied) or "none") + (f" (on, nothing to rewrite: {', '.join(idle)})" if idle else "")
     graph.attr(label=_label([f"{step.__name__}: {counts['forward']} ops, {counts['backward']} backward, "
                              f"{counts['engine']} engine steps; rewrites: {rewrites}"]),
                labelloc="t", fontname="Helvetica", fontsize="11")
