@@ -3,6 +3,7 @@
     python benchmarks/time_to_accuracy.py                                  # both frameworks, the CLI's 30 epochs
     python benchmarks/time_to_accuracy.py --json tta.json --plot docs/images/time_to_accuracy.png   # for real
     python benchmarks/time_to_accuracy.py --epochs 1 --limit 2000         # a quick check that everything runs
+    python benchmarks/time_to_accuracy.py --one-after-the-other            # each framework's whole run in turn
     python benchmarks/time_to_accuracy.py --frameworks tinygrad_cnn --epochs 3 --threads 1
     python benchmarks/time_to_accuracy.py --from-json tta.json --plot tta.png --target 0.92   # no training
 
@@ -34,9 +35,13 @@ Before training, a short worker per framework runs --check-steps steps of the re
 through ``fit``): the first step's losses (same weights, same batch, same mask) must agree to 1e-5
 (relative), and the mean losses over the check steps, which the optimizer and its schedule shape, to
 1e-4; else the benchmark stops with exit status 1 before any timing (measured here: 2.4e-7 and 1.6e-7
-for a loss of 3.4). Then each framework trains in its own fresh process, one after the other. Its
-clock starts right before the first step (after loading the data and building the model, which are not
-counted; tc.jit's traces are, in epoch 1). After every epoch the whole test set is evaluated (eval mode:
+for a loss of 3.4). Then each framework trains in its own fresh process, the two **taking turns epoch
+by epoch**: one trains and evaluates an epoch while the other waits (blocked on its stdin, using no
+CPU), then the other, the first mover alternating. This machine's speed drifts by 25-30 % over tens of
+minutes, and a run of one framework after the other measured that drift instead (PyTorch's epochs
+went from 31-37 s in its first half to 23-28 s in its second; --one-after-the-other does that still).
+Both set up (data, model) before either trains; a worker's clock stops while it waits. Its clock starts right before the first step (after loading
+the data and building the model, which are not counted; tc.jit's traces are, in epoch 1). After every epoch the whole test set is evaluated (eval mode:
 batch-norm running statistics, no dropout, batches of 512, no gradient: ``tc.training.accuracy``, and
 softmax + argmax in PyTorch), timed separately. The data: --data DIR, else wherever the CLI finds it
 (docs/data.md; Debian's ``/usr/share/datasets/fashion-mnist`` among the places).
@@ -172,15 +177,31 @@ def rng_digest(rng: np.random.Generator) -> str:
 
 # ------------------------------------------------------------------------------------------------ timing
 
+TURN = "TURN-DONE"  # a worker taking turns prints this after each epoch, then waits for a line on stdin
+
+
 class Clock:
     """Per-epoch wall times of one run: ``start()`` before the first step, ``trained()`` when an epoch's
-    steps are done, ``evaluated(**values)`` after its evaluation (appends the epoch's row and prints it)."""
+    steps are done, ``evaluated(**values)`` after its evaluation (appends the epoch's row and prints it).
+    With ``turns``, the run waits for its turn (a line on stdin) before each epoch and hands the turn
+    back after it; the time spent waiting is not counted."""
 
-    def __init__(self, framework: str, epochs: int):
-        self.framework, self.epochs, self.rows = framework, epochs, []
-        self.cum_train = self.cum_eval = 0.0
+    def __init__(self, framework: str, epochs: int, turns: bool = False):
+        self.framework, self.epochs, self.rows, self.turns = framework, epochs, [], turns
+        self.cum_train = self.cum_eval = self.waited = 0.0
+
+    def _wait_for_turn(self) -> None:
+        if self.turns:
+            start = time.perf_counter()
+            if not sys.stdin.readline():
+                sys.exit("the benchmark stopped giving turns")
+            self.waited += time.perf_counter() - start
 
     def start(self) -> None:
+        if self.turns:
+            print(TURN, flush=True)  # set up: ready for the first turn
+        self._wait_for_turn()
+        self.waited = 0.0  # from here on (the first wait came before the clock started)
         self.begin = self.mark = time.perf_counter()
         self.load = BackgroundLoad().start()
 
@@ -194,12 +215,15 @@ class Clock:
         self.cum_train += self.train_s
         self.cum_eval += eval_s
         row = {"epoch": len(self.rows) + 1, "train_s": self.train_s, "eval_s": eval_s, "cum_train_s": self.cum_train,
-               "cum_eval_s": self.cum_eval, "wall_s": now - self.begin, "background_cores": self.load.cores(),
-               **values}
+               "cum_eval_s": self.cum_eval, "wall_s": now - self.begin - self.waited,
+               "background_cores": self.load.cores(), **values}
         self.rows.append(row)
         print(f"{FRAMEWORKS[self.framework]} epoch {row['epoch']}/{self.epochs}: train {row['train_s']:.1f} s, "
               f"eval {eval_s:.1f} s, wall {row['wall_s']:.1f} s, train loss {row['train_loss']:.4f}, "
               f"test accuracy {row['test_accuracy']:.4f}", file=sys.stderr, flush=True)
+        if self.turns and len(self.rows) < self.epochs:
+            print(TURN, flush=True)
+            self._wait_for_turn()
         self.load = BackgroundLoad().start()
         self.mark = time.perf_counter()
 
@@ -241,7 +265,7 @@ def tinygrad_train(args) -> dict:
 
     start = time.perf_counter()
     run = prepare_run(args.epochs, args.data, args.limit)
-    clock = Clock("tinygrad_cnn", args.epochs)
+    clock = Clock("tinygrad_cnn", args.epochs, args.turns)
 
     def on_epoch(epoch, history, params):
         clock.trained()
@@ -351,7 +375,7 @@ def torch_train(args) -> dict:
     start = time.perf_counter()
     run = prepare_run(args.epochs, args.data, args.limit)
     step, evaluate, info = torch_trainer(run, args.threads or usable_cores())
-    clock = Clock("torch", args.epochs)
+    clock = Clock("torch", args.epochs, args.turns)
     setup_s = time.perf_counter() - start
     clock.start()
     for _ in range(args.epochs):
@@ -379,21 +403,61 @@ WORKERS = {("tinygrad_cnn", "check"): tinygrad_check, ("tinygrad_cnn", "train"):
            ("torch", "check"): torch_check, ("torch", "train"): torch_train}
 
 
+def worker_command(framework: str, task: str, args, turns: bool = False) -> list[str]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework, "--task", task,
+           "--epochs", str(args.epochs), "--check-steps", str(args.check_steps)] + (["--turns"] if turns else [])
+    for flag, value in (("--limit", args.limit), ("--data", args.data), ("--threads", args.threads)):
+        cmd += [flag, str(value)] if value else []
+    return cmd
+
+
+def _result(stdout: str, returncode) -> dict:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT):
+            return json.loads(line[len(RESULT):])
+    return {"error": f"worker exited with code {returncode} and no result (its stderr is above)"}
+
+
 def run_worker(framework: str, task: str, args) -> dict:
     """This file as a worker in a fresh interpreter; its JSON result, or ``{"error": ...}``. The worker's
     stderr (its progress, and any traceback) goes straight to ours."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework, "--task", task,
-           "--epochs", str(args.epochs), "--check-steps", str(args.check_steps)]
-    for flag, value in (("--limit", args.limit), ("--data", args.data), ("--threads", args.threads)):
-        cmd += [flag, str(value)] if value else []
     try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=args.timeout or None)
+        proc = subprocess.run(worker_command(framework, task, args), stdout=subprocess.PIPE, text=True,
+                              timeout=args.timeout or None)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {args.timeout:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT):
-            return json.loads(line[len(RESULT):])
-    return {"error": f"worker exited with code {proc.returncode} and no result (its stderr is above)"}
+    return _result(proc.stdout, proc.returncode)
+
+
+def train_taking_turns(frameworks: list[str], args) -> dict:
+    """Training workers for ``frameworks``, started together, each training one epoch per turn while
+    the others wait; the first mover rotates every epoch. Their results, as ``run_worker`` gives them."""
+    procs = {fw: subprocess.Popen(worker_command(fw, "train", args, turns=True), stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True) for fw in frameworks}
+    outputs, failed = {fw: [] for fw in frameworks}, set()
+
+    def until_turn(fw: str) -> None:
+        """Reads fw's stdout until it hands the turn back (or ends: after its last epoch, or failing)."""
+        for line in procs[fw].stdout:
+            outputs[fw].append(line)
+            if line.strip() == TURN:
+                return
+        failed.add(fw)
+
+    for fw in frameworks:  # every worker set up (data, model) before anyone trains
+        until_turn(fw)
+    for epoch in range(args.epochs):
+        order = frameworks[epoch % len(frameworks):] + frameworks[:epoch % len(frameworks)]
+        for fw in order:
+            if fw not in failed:
+                procs[fw].stdin.write("go\n")
+                procs[fw].stdin.flush()
+                until_turn(fw)
+    results = {}
+    for fw, proc in procs.items():
+        rest, _ = proc.communicate()  # closes its stdin: a worker still waiting for a turn stops
+        results[fw] = _result("".join(outputs[fw]) + rest, proc.returncode)
+    return results
 
 
 def check_first_steps(args, frameworks: list[str]) -> dict:
@@ -439,12 +503,18 @@ def benchmark(args) -> dict:
     if not present:
         sys.exit("nothing to run")
     check = check_first_steps(args, present)
-    runs = {}
-    for fw in present:
-        print(f"\ntraining with {FRAMEWORKS[fw]} ({_plural(args.epochs, 'epoch')}, a fresh process)", flush=True)
-        runs[fw] = run_worker(fw, "train", args)
-        if "error" in runs[fw]:
-            print(f"{FRAMEWORKS[fw]} FAILED: {runs[fw]['error']}")
+    if len(present) > 1 and not args.one_after_the_other:
+        print(f"\ntraining with {' and '.join(FRAMEWORKS[fw] for fw in present)} ({_plural(args.epochs, 'epoch')} "
+              f"each, fresh processes taking turns epoch by epoch)", flush=True)
+        runs = train_taking_turns(present, args)
+    else:
+        runs = {}
+        for fw in present:
+            print(f"\ntraining with {FRAMEWORKS[fw]} ({_plural(args.epochs, 'epoch')}, a fresh process)", flush=True)
+            runs[fw] = run_worker(fw, "train", args)
+    for fw, run in runs.items():
+        if "error" in run:
+            print(f"{FRAMEWORKS[fw]} FAILED: {run['error']}")
     return {"check": check, "runs": runs, "not_installed": missing}
 
 
@@ -608,7 +678,10 @@ def parse_args(argv=None):
     p.add_argument("--json", metavar="PATH", help="save the machine, recipe, check, every epoch and the summary")
     p.add_argument("--plot", metavar="PATH", help="test accuracy vs wall-clock seconds (e.g. docs/images/...png)")
     p.add_argument("--from-json", metavar="PATH", help="summary and --plot from a saved --json, without training")
+    p.add_argument("--one-after-the-other", action="store_true",
+                   help="train the frameworks one whole run after the other instead of taking turns by epoch")
     p.add_argument("--worker", choices=list(FRAMEWORKS), help=argparse.SUPPRESS)
+    p.add_argument("--turns", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--task", choices=["check", "train"], default="train", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     for name in ("epochs", "limit", "threads", "check_steps"):
