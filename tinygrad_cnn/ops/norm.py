@@ -93,10 +93,11 @@ class _Layout:
         return a.reshape(self.view3)
 
     def restore(self, a3: np.ndarray) -> np.ndarray:
-        """A 3-D result in this layout back to x's shape (a view)."""
+        """A 3-D result in this layout back to x's shape (a view; of its first len(a3) images)."""
+        n = len(a3)
         if not self.last:
-            return a3.reshape(self.shape)
-        nhwc = a3.reshape(self.shape[:1] + self.shape[2:] + self.shape[1:2])
+            return a3.reshape((n,) + self.shape[1:])
+        nhwc = a3.reshape((n,) + self.shape[2:] + self.shape[1:2])
         return nhwc.transpose(0, nhwc.ndim - 1, *range(1, nhwc.ndim - 1))
 
     def wide(self, a3: np.ndarray) -> np.ndarray:
@@ -119,13 +120,6 @@ class _Layout:
         then summed over images in float64."""
         return self.per_image(a3, b3).sum(axis=0, dtype=np.float64)
 
-    def nhwc(self, a3: np.ndarray) -> np.ndarray:
-        """A 3-D array in this layout as the (n, H, W, C) view of its images."""
-        n, (c, *spatial) = len(a3), self.shape[1:]
-        if self.last:
-            return a3.reshape(n, *spatial, c)
-        nchw = a3.reshape(n, c, *spatial)
-        return nchw.transpose(0, *range(2, nchw.ndim), 1)
 
 
 def _affine(ctx, layout: _Layout, x3: np.ndarray, scale: np.ndarray, shift: np.ndarray | None,
@@ -357,7 +351,7 @@ def _centre_and_pool(ctx, layout: _Layout, x3: np.ndarray, mean: np.ndarray, sig
             per_image[b.start - s.start: b.stop - s.start] = layout.per_image(xc, xc, squares)
             if flip is not None:
                 layout.wide(xc)[...] *= flip
-            for image_part, grouped_part in _tile_pairs(layout.nhwc(xc), grouped[b], kernel, out_hw):
+            for image_part, grouped_part in _tile_pairs(np.moveaxis(layout.restore(xc), 1, -1), grouped[b], kernel, out_hw):
                 np.copyto(grouped_part, image_part)
             _window_maxima(windows, pooled3, b)
         return per_image.sum(axis=0, dtype=np.float64)
