@@ -40,8 +40,9 @@ by epoch**: one trains and evaluates an epoch while the other waits (blocked on 
 CPU), then the other, the first mover alternating. This machine's speed drifts by 25-30 % over tens of
 minutes, and a run of one framework after the other measured that drift instead (PyTorch's epochs
 went from 31-37 s in its first half to 23-28 s in its second; --one-after-the-other does that still).
-Both set up (data, model) before either trains; a worker's clock stops while it waits. Its clock starts right before the first step (after loading
-the data and building the model, which are not counted; tc.jit's traces are, in epoch 1). After every epoch the whole test set is evaluated (eval mode:
+Both set up (data, model) before either trains; a worker's clock stops while it waits. Its clock
+starts right before the first step (after loading the data and building the model, which are not
+counted; tc.jit's traces are, in epoch 1). After every epoch the whole test set is evaluated (eval mode:
 batch-norm running statistics, no dropout, batches of 512, no gradient: ``tc.training.accuracy``, and
 softmax + argmax in PyTorch), timed separately. The data: --data DIR, else wherever the CLI finds it
 (docs/data.md; Debian's ``/usr/share/datasets/fashion-mnist`` among the places).

@@ -351,7 +351,8 @@ def _centre_and_pool(ctx, layout: _Layout, x3: np.ndarray, mean: np.ndarray, sig
             per_image[b.start - s.start: b.stop - s.start] = layout.per_image(xc, xc, squares)
             if flip is not None:
                 layout.wide(xc)[...] *= flip
-            for image_part, grouped_part in _tile_pairs(np.moveaxis(layout.restore(xc), 1, -1), grouped[b], kernel, out_hw):
+            image = np.moveaxis(layout.restore(xc), 1, -1)  # (n, H, W, C)
+            for image_part, grouped_part in _tile_pairs(image, grouped[b], kernel, out_hw):
                 np.copyto(grouped_part, image_part)
             _window_maxima(windows, pooled3, b)
         return per_image.sum(axis=0, dtype=np.float64)
