@@ -5,6 +5,7 @@ real files, when Debian's package is installed.
 """
 
 import gzip
+import os
 import sys
 import types
 from pathlib import Path
@@ -156,6 +157,31 @@ def test_download_with_tensorflow_when_nothing_on_disk(isolated, monkeypatch):
     fake.load_data = offline
     with pytest.raises(FileNotFoundError, match="download failed.*no network"):
         load_fashion_mnist()
+
+
+
+def test_tensorflow_log_lines_at_import_are_dropped_and_other_stderr_output_kept(isolated, monkeypatch, capfd):
+    """TensorFlow writes absl / glog lines to file descriptor 2 at import even with TF_CPP_MIN_LOG_LEVEL=3
+    (where it turns oneDNN on): none may come before our own message; anything else written there stays."""
+    fake = isolated / "fake_tf"
+    fake.mkdir()
+    (fake / "tensorflow.py").write_text(
+        "import os\n"
+        "from types import SimpleNamespace as ns\n"
+        "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n')\n"
+        "os.write(2, b'I0000 00:00:1796220315.495669    6544 port.cc:153] oneDNN custom operations are on.\\n')\n"
+        "os.write(2, b'W0000 00:00:1796220315.5  6544 cpu_feature_guard.cc:210] This TensorFlow binary\\n')\n"
+        "os.write(2, b'a line of some other library\\n')\n"
+        "def _offline():\n"
+        "    raise OSError('no network')\n"
+        "keras = ns(datasets=ns(mnist=ns(load_data=_offline)))\n")
+    monkeypatch.syspath_prepend(str(fake))
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    with pytest.raises(FileNotFoundError, match="download failed.*no network"):
+        load_mnist()
+    assert capfd.readouterr().err == "a line of some other library\n"
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
 
 
 # ---------------------------------------------------------------- validation

@@ -17,11 +17,18 @@ TensorFlow only when it is not importable). Its message names the place argument
 it (``path=``); its ``worded_for(flag)`` says the same for a command line (``e.worded_for("--data")``,
 as ``python -m tinygrad_cnn`` does).
 TensorFlow's C++ start-up logging is silenced for the download (``TF_CPP_MIN_LOG_LEVEL=3`` while it runs,
-unless you set that variable yourself).
+unless you set that variable yourself). Some of it ignores that variable (on CPUs where TensorFlow turns
+oneDNN on, the absl and ``port.cc`` lines at import), so while TensorFlow is imported the process's
+file descriptor 2 goes to a temporary file, and afterwards every line of it that is not a TensorFlow
+log line is written to stderr as it came.
 """
 
+import contextlib
 import functools
 import os
+import re
+import sys
+import tempfile
 from pathlib import Path
 
 from ..checks import check_path
@@ -152,13 +159,46 @@ def _what_is_missing(place, name):
     return f"the directory lacks {', '.join(missing)} (and holds no {name}.npz)"
 
 
+# A line of TensorFlow's C++ logging: absl's notice, or glog's "I0000 00:00:1796220315.495669  6544 port.cc:153] ..."
+TF_LOG_LINE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)"
+                         r"|[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] ")
+
+
+@contextlib.contextmanager
+def _tensorflow_log_lines_dropped():
+    """Sends file descriptor 2 (where C++ libraries write) to a temporary file while the block runs, then
+    writes back to stderr every captured line that ``TF_LOG_LINE`` does not match. Does nothing where
+    descriptor 2 cannot be duplicated."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not TF_LOG_LINE.match(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
 def _download(name, places):
     quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
     if quiet:  # no absl / cpu_feature_guard lines before our own message (read by TensorFlow at import)
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     try:
         try:
-            import tensorflow as tf
+            with _tensorflow_log_lines_dropped() if quiet else contextlib.nullcontext():
+                import tensorflow as tf
         except ImportError:
             raise _not_found(name, searched=places, tensorflow=False) from None
         try:
