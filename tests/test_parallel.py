@@ -249,7 +249,7 @@ def test_conv2d_in_a_forked_child_after_the_parent_used_the_pool(monkeypatch):
     x = np.ones((64, 8, 16, 16), np.float32)
     w = np.ones((8, 8, 3, 3), np.float32)
     expected = float(tc.conv2d(x, w).data.sum())  # starts the parent's pool
-    assert parallel._pool is not None
+    assert parallel._workers
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     child = ctx.Process(target=_conv_in_child, args=(queue,))
@@ -279,3 +279,45 @@ def test_over_batch_waits_for_every_slice_before_raising(monkeypatch):
     with pytest.raises(ValueError, match="first slice fails"):
         parallel.over_batch(kernel, 4, work=parallel.MIN_PARALLEL_WORK)
     assert finished == [slice(2, 4)]
+
+
+def test_a_second_user_thread_runs_its_slices_itself_while_the_workers_are_busy(monkeypatch):
+    """Two of the user's threads call over_batch at once: the one that finds the workers in use runs the
+    same slices one after another in its own thread (so the same partial sums), instead of waiting."""
+    import threading
+
+    monkeypatch.setenv("TINYGRAD_CNN_THREADS", "2")
+    first_inside, second_done = threading.Event(), threading.Event()
+    seen: dict[str, list] = {"first": [], "second": []}
+
+    def kernel_for(name: str):
+        def kernel(s: slice):
+            seen[name].append((s, threading.get_ident()))
+            if name == "first" and s.start == 0:  # hold the workers until the second call has finished
+                first_inside.set()
+                assert second_done.wait(10)
+            return s.stop - s.start
+        return kernel
+
+    results = {}
+    first = threading.Thread(target=lambda: results.setdefault(
+        "first", parallel.over_batch(kernel_for("first"), 8, work=parallel.MIN_PARALLEL_WORK)))
+    first.start()
+    assert first_inside.wait(10)
+    second_caller = threading.get_ident()
+    results["second"] = parallel.over_batch(kernel_for("second"), 8, work=parallel.MIN_PARALLEL_WORK)
+    second_done.set()
+    first.join(10)
+    assert results == {"first": [4, 4], "second": [4, 4]}
+    assert seen["second"] == [(slice(0, 4), second_caller), (slice(4, 8), second_caller)]
+    assert {ident for _, ident in seen["first"]} != {second_caller} and len(seen["first"]) == 2
+
+
+def test_a_result_left_by_an_interrupted_call_is_not_taken_for_the_next_ones(monkeypatch):
+    """A call interrupted (Ctrl-C) while it waited leaves its worker's result behind: the next call must
+    get its own slices' results, not that one."""
+    monkeypatch.setenv("TINYGRAD_CNN_THREADS", "2")
+    worker = parallel._start_workers(1)[0]
+    worker.submit(lambda s: "stale", slice(0, 1))  # never collected, as after an interrupt
+    out = parallel.over_batch(lambda s: (s.start, s.stop), 6, work=parallel.MIN_PARALLEL_WORK)
+    assert out == [(0, 3), (3, 6)]

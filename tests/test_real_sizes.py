@@ -9,7 +9,7 @@ The property tests (test_conv, test_pool, test_norm) keep shapes tiny, so some c
 
 Here the batch is 64 images of 28x28 or 14x14 with 4 to 64 channels, and every test asserts that the path
 it is about really ran: the channel count against ``_FEW_CHANNELS``, the number of im2col blocks (a spy on
-``conv.cache_blocks``), and work handed to pool threads (a spy on ``ThreadPoolExecutor.submit``). The
+``conv.cache_blocks``), and work handed to pool threads (a spy on ``parallel._Worker.submit``). The
 references are independent of the ops' code: conv as a loop over kernel offsets of float64 tensordots,
 its backward by the adjoint formulas, padding by ``np.pad`` (and its adjoint by the padding matrices
 ``np.pad`` makes of an identity), pooling by ``sliding_window_view`` reductions, argmax routing and
@@ -26,7 +26,6 @@ batch-norm statistics) agree to float32 rounding. A second run with two threads 
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -60,17 +59,17 @@ def threads(monkeypatch):
     """Two threads for the batch kernels (whatever the machine), and a spy on the pool's submit."""
     monkeypatch.setenv("TINYGRAD_CNN_THREADS", "2")
     spy = ThreadSpy()
-    submit = ThreadPoolExecutor.submit
+    submit = parallel._Worker.submit
 
-    def spying_submit(pool, fn, /, *args, **kwargs):
-        def traced(*a, **k):
+    def spying_submit(worker, kernel, s):
+        def traced(s):
             spy.workers.add(threading.get_ident())
-            return fn(*a, **k)
+            return kernel(s)
 
         spy.submitted += 1
-        return submit(pool, traced, *args, **kwargs)
+        return submit(worker, traced, s)
 
-    monkeypatch.setattr(ThreadPoolExecutor, "submit", spying_submit)
+    monkeypatch.setattr(parallel._Worker, "submit", spying_submit)
     return spy
 
 
