@@ -128,3 +128,33 @@ def test_pool_errors(pool):
         pool(np.zeros((1, 1, 4, 4)), 0)
     with pytest.raises(ValueError, match=rf"{name}: padding must be at most half the kernel size"):
         pool(np.zeros((1, 1, 4, 4)), 2, padding=2)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (3, 2, 1), (3, 3, 0), (2, 1, 0)])
+def test_max_pool_gradient_with_many_ties_at_real_size(layout, kernel, stride, padding, monkeypatch):
+    """Batch 64, 32 channels, values from {0, 1, 2} (most windows tie), two threads: the forward's winners
+    (one byte per window) route g exactly as np.argmax over each window (its first maximum in row-major
+    order) does, overlapping windows add up, and dx keeps x's memory layout (unpadded)."""
+    monkeypatch.setenv("TINYGRAD_CNN_THREADS", "2")
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, (64, 32, 15, 15)).astype(np.float32)
+    stored = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) if layout == "nhwc" else x
+    t = Tensor(stored, requires_grad=True)
+    y = tc.max_pool2d(t, kernel, stride=stride, padding=padding)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    y.backward(g)
+
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), constant_values=-np.inf)
+    fields = np.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(2, 3))[:, :, ::stride, ::stride]
+    fields = fields.reshape(*fields.shape[:4], kernel * kernel)       # (N, C, OH, OW, K*K), row-major offsets
+    np.testing.assert_array_equal(y.data, fields.max(axis=-1))
+    first = fields.argmax(axis=-1)                                     # the first maximum of each window
+    expected = np.zeros_like(padded, dtype=np.float64)
+    n, c, oh, ow = np.indices(y.shape)
+    rows, cols = oh * stride + first // kernel, ow * stride + first % kernel
+    np.add.at(expected, (n, c, rows, cols), g)
+    expected = expected[:, :, padding:padding + 15, padding:padding + 15]
+    np.testing.assert_allclose(t.grad, expected, rtol=0, atol=1e-5)
+    if padding == 0:  # (with padding, dx is the unpadded copy: NCHW)
+        assert t.grad.strides == stored.strides
