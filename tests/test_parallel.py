@@ -321,3 +321,16 @@ def test_a_result_left_by_an_interrupted_call_is_not_taken_for_the_next_ones(mon
     worker.submit(lambda s: "stale", slice(0, 1))  # never collected, as after an interrupt
     out = parallel.over_batch(lambda s: (s.start, s.stop), 6, work=parallel.MIN_PARALLEL_WORK)
     assert out == [(0, 3), (3, 6)]
+
+
+def test_an_exception_in_a_worker_slice_reaches_the_caller_and_the_workers_keep_working(monkeypatch):
+    monkeypatch.setenv("TINYGRAD_CNN_THREADS", "2")
+
+    def kernel(s: slice):
+        if s.start > 0:
+            raise KeyError(f"slice {s.start}:{s.stop}")
+        return s.stop
+
+    with pytest.raises(KeyError, match="slice 2:4"):
+        parallel.over_batch(kernel, 4, work=parallel.MIN_PARALLEL_WORK)
+    assert parallel.over_batch(lambda s: (s.start, s.stop), 4, work=parallel.MIN_PARALLEL_WORK) == [(0, 2), (2, 4)]
