@@ -4,6 +4,7 @@
     python benchmarks/compare_revisions.py eededad HEAD --shapes 32x32x26 --rounds 100
     python benchmarks/compare_revisions.py eededad WORKTREE                    # against uncommitted changes
     python benchmarks/compare_revisions.py eededad HEAD --step ref-bn --batch 32 128   # the tc.jit SGD step
+    python benchmarks/compare_revisions.py HEAD WORKTREE --op batch_norm          # plain batch_norm, same shapes
 
 This machine's speed drifts by 25-30 % within hours and by +-10 % between processes, which hides a
 change of a few percent in any comparison of separate runs. Here both revisions live in one process:
@@ -14,6 +15,7 @@ For each shape N x C x H (x: (N, C, H, H) float32, channels-last memory as conv2
 of mixed signs), the op's forward and its backward (through ``Tensor.backward``) are timed --rounds
 times per revision, the first 5 dropped; reported: the medians and new / old of forward + backward.
 Default shapes: batch norm + max-pool 2 of the reference CNN's two blocks at batch 128 and 32.
+``--op batch_norm`` times ``tc.batch_norm`` (training mode, running statistics updated) instead.
 
 ``--step``: instead, the reference CNN's training step as ``benchmarks/train_step.py`` runs it for
 tinygrad_cnn-jit (its ``tinygrad_step``: ``jit(value_and_grad(loss))``, SGD with momentum, four cycled
@@ -73,6 +75,29 @@ def batch_norm_max_pool(package, shape: tuple[int, int, int], rng):
     return run
 
 
+def batch_norm(package, shape: tuple[int, int, int], rng):
+    """A function timing one forward and one backward of ``batch_norm`` in training mode: (forward s, backward s)."""
+    n, c, h = shape
+    x = rng.standard_normal((n, h, h, c)).astype(np.float32).transpose(0, 3, 1, 2)
+    gamma = rng.uniform(0.5, 1.5, c).astype(np.float32)
+    beta = rng.standard_normal(c).astype(np.float32)
+    running_mean, running_var = np.zeros(c, np.float32), np.ones(c, np.float32)
+    upstream = rng.standard_normal(x.shape).astype(np.float32)
+
+    def run() -> tuple[float, float]:
+        xt = package.Tensor(x, requires_grad=True)
+        start = time.perf_counter()
+        y = package.batch_norm(xt, gamma, beta, running_mean, running_var, training=True)
+        middle = time.perf_counter()
+        y.backward(upstream)
+        return middle - start, time.perf_counter() - middle
+
+    return run
+
+
+OPS = {"batch_norm_max_pool": batch_norm_max_pool, "batch_norm": batch_norm}
+
+
 def jitted_step(package, batch_norm: bool, batch: int):
     """A function timing one step of train_step.py's tinygrad_cnn-jit (value and gradients, then the
     SGD update) in ``package``: (s,)."""
@@ -95,6 +120,7 @@ def main() -> None:
     p.add_argument("new", help="git revision (or WORKTREE)")
     p.add_argument("--shapes", nargs="+", default=SHAPES, help="N x C x H, default: " + " ".join(SHAPES))
     p.add_argument("--rounds", type=int, default=60, help="timed calls per revision and shape (default 60)")
+    p.add_argument("--op", choices=list(OPS), default="batch_norm_max_pool", help="the op timed at --shapes")
     p.add_argument("--step", choices=["ref", "ref-bn"], help="time the jitted training step of this variant instead")
     p.add_argument("--batch", type=int, nargs="+", default=[128], help="with --step: batch sizes (default 128)")
     args = p.parse_args()
@@ -107,8 +133,8 @@ def main() -> None:
             cases = [(f"{args.step} b{b}", [jitted_step(pkg, args.step == "ref-bn", b) for pkg in packages])
                      for b in args.batch]
         else:
-            cases = [(text, [batch_norm_max_pool(pkg, tuple(int(v) for v in text.split("x")),
-                                                 np.random.default_rng(0)) for pkg in packages])
+            cases = [(text, [OPS[args.op](pkg, tuple(int(v) for v in text.split("x")), np.random.default_rng(0))
+                             for pkg in packages])
                      for text in args.shapes]
         for label, runs in cases:
             times = [[], []]

@@ -161,13 +161,26 @@ def _centre(ctx, layout: _Layout, x3: np.ndarray, mean: np.ndarray) -> tuple[np.
     Two passes (the mean first) instead of var = E[x^2] - mean^2: with a mean large against the spread
     (say 1000 +- 1) the one-pass formula cancels away every digit of float32 sums."""
     xc = ctx.empty_like(x3)
-    shift, x_, xc_ = layout.per_channel(mean, x3.dtype), layout.wide(x3), layout.wide(xc)
+    shift, x_ = layout.per_channel(mean, x3.dtype), layout.wide(x3)
 
-    def kernel(s: slice) -> np.ndarray:
-        np.subtract(x_[s], shift, out=xc_[s])
-        return layout.sums(xc[s], xc[s])
+    def kernel(s: slice) -> np.ndarray:  # block by block: the squares go into a block-sized scratch
+        blocks = cache_blocks(s, x3[:1].nbytes)
+        squares = np.empty((blocks[0].stop - blocks[0].start, *x3.shape[1:]), x3.dtype)
+        per_image = np.empty((s.stop - s.start, layout.shape[1]), x3.dtype)
+        for b in blocks:
+            per_image[b.start - s.start: b.stop - s.start] = _centre_block(layout, x_, shift, b, xc[b], squares)
+        return per_image.sum(axis=0, dtype=np.float64)  # as layout.sums: per image, then over images
 
     return xc, sum(over_batch(kernel, len(x3), work=x3.size))
+
+
+def _centre_block(layout: _Layout, x_: np.ndarray, shift: np.ndarray, b: slice, xc: np.ndarray,
+                  squares: np.ndarray) -> np.ndarray:
+    """xc = x - mean for images ``b`` (``x_`` = ``layout.wide(x3)``, ``shift`` = the mean per channel), into
+    ``xc`` (``x3[b]``'s shape), and its per-image sums of squares (n, C), the squares written into the
+    scratch ``squares`` (at least as many images): a cache block's worth, not a slice's."""
+    np.subtract(x_[b], shift, out=layout.wide(xc))
+    return layout.per_image(xc, xc, squares[: len(xc)])
 
 
 class BatchNorm(Function):
@@ -347,8 +360,7 @@ def _centre_and_pool(ctx, layout: _Layout, x3: np.ndarray, mean: np.ndarray, sig
         per_image = np.empty((s.stop - s.start, c), dtype)
         for b in blocks:
             xc, squares = scratch[:, : b.stop - b.start]
-            np.subtract(x_[b], shift, out=layout.wide(xc))
-            per_image[b.start - s.start: b.stop - s.start] = layout.per_image(xc, xc, squares)
+            per_image[b.start - s.start: b.stop - s.start] = _centre_block(layout, x_, shift, b, xc, squares)
             if flip is not None:
                 layout.wide(xc)[...] *= flip
             image = np.moveaxis(layout.restore(xc), 1, -1)  # (n, H, W, C)
