@@ -458,6 +458,30 @@ def test_relu_is_exact_at_real_size(layout, threads):
     assert y.dtype == t.grad.dtype == np.float32
 
 
+@pytest.mark.parametrize("leading", [(256,), (8, 32)], ids=["batch", "batch-and-sequence"])
+def test_linear_threaded_matches_float64_reference(leading, threads):
+    """The reference CNN's first dense layer (1600 -> 128) on 256 rows, cut into threads' slices over
+    every leading index: y, dx, and dw and db summed over the slices, against float64."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((*leading, 1600)).astype(np.float32)
+    w = (rng.standard_normal((1600, 128)) / 40).astype(np.float32)
+    b = rng.standard_normal(128).astype(np.float32)
+    g = rng.standard_normal((*leading, 128)).astype(np.float32)
+    tensors = [Tensor(a, requires_grad=True) for a in (x, w, b)]
+    y = tc.linear(*tensors)
+    assert threads.ran_threaded(0)
+    submitted = threads.submitted
+    y.backward(g)
+    assert threads.ran_threaded(submitted)
+    x64, w64, g64 = (a.astype(np.float64).reshape(-1, a.shape[-1]) for a in (x, w, g))
+    assert_close(y.data.reshape(-1, 128), x64 @ w64 + b, "y")
+    assert_close(tensors[0].grad.reshape(-1, 1600), g64 @ w64.T, "dx")
+    assert_close(tensors[1].grad, x64.T @ g64, "dw")
+    assert_close(tensors[2].grad, g64.sum(axis=0), "db")
+    assert y.shape == (*leading, 128) and tensors[0].grad.shape == x.shape
+    assert all(t.grad.dtype == np.float32 for t in tensors)
+
+
 # ---------------------------------------------------------------------------------------------- #
 # threaded against serial
 

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from ..autograd import Function
+from ..parallel import over_batch
 
 
 def _swap(m: np.ndarray) -> np.ndarray:
@@ -46,28 +47,49 @@ class Linear(Function):
     """y = x @ w + b for x (..., in), w (in, out), b (out,).
 
     dx = g @ w^T,   dw = x^T @ g (summed over the leading axes),   db = g summed over the leading axes.
+
+    The rows of x (every leading index) are cut into slices run in parallel threads, as conv2d's
+    images are (``parallel.over_batch``): inside ``value_and_grad`` BLAS runs single-threaded, so one
+    call would use one core. Each slice adds its part of dw and db, summed in slice order.
     """
 
     @staticmethod
     def forward(ctx, x, w, b=None):
         ctx.save_for_backward(x, w)
-        y = x @ w
-        if b is not None:
-            y += b
-        return y
+        x2 = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])              # (M, in); no -1: fine when empty
+        y = ctx.empty((len(x2), w.shape[1]), np.result_type(x, w))        # (M, out)
+
+        def kernel(s: slice) -> None:
+            np.matmul(x2[s], w, out=y[s])
+            if b is not None:
+                y[s] += b
+
+        over_batch(kernel, len(x2), work=x2.size + y.size)
+        return y.reshape(x.shape[:-1] + (w.shape[1],))
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         needs = ctx.needs_input_grad
+        need_b = len(needs) == 3 and needs[2]
         m = math.prod(g.shape[:-1])                                       # no -1: fine when empty
-        g2 = g.reshape(m, g.shape[-1])                                    # (M, out)
-        dx = g @ w.T if needs[0] else None
-        dw = x.reshape(m, x.shape[-1]).T @ g2 if needs[1] else None       # (in, out)
+        g2, x2 = g.reshape(m, g.shape[-1]), x.reshape(m, x.shape[-1])     # (M, out), (M, in)
+        dx = ctx.empty((m, w.shape[0]), np.result_type(g, w)) if needs[0] else None
+        ones = np.ones(m, dtype=g.dtype) if need_b else None
+
+        def kernel(s: slice) -> tuple:
+            if needs[0]:
+                np.matmul(g2[s], w.T, out=dx[s])
+            dw = x2[s].T @ g2[s] if needs[1] else None                    # (in, out) partial sum
+            db = ones[s] @ g2[s] if need_b else None                      # column sums by BLAS
+            return dw, db
+
+        parts = over_batch(kernel, m, work=x2.size + g2.size)
+        dx = dx.reshape(g.shape[:-1] + (w.shape[0],)) if needs[0] else None
+        dw = sum(p[0] for p in parts) if needs[1] else None
         if len(needs) == 2:
             return dx, dw
-        db = np.ones(g2.shape[0], dtype=g.dtype) @ g2 if needs[2] else None  # column sums by BLAS
-        return dx, dw, db
+        return dx, dw, (sum(p[1] for p in parts) if need_b else None)
 
 
 def matmul(a, b):
