@@ -334,3 +334,38 @@ def test_an_exception_in_a_worker_slice_reaches_the_caller_and_the_workers_keep_
     with pytest.raises(KeyError, match="slice 2:4"):
         parallel.over_batch(kernel, 4, work=parallel.MIN_PARALLEL_WORK)
     assert parallel.over_batch(lambda s: (s.start, s.stop), 4, work=parallel.MIN_PARALLEL_WORK) == [(0, 2), (2, 4)]
+
+
+def test_two_user_threads_training_at_once_get_the_results_each_gets_alone(monkeypatch):
+    """Two of the user's threads run value_and_grad of the reference CNN at batch 64 at the same time, with
+    two batch threads: whichever finds the workers busy runs its slices itself, and every result matches
+    the same call made alone (to float rounding: OpenBLAS's last bits depend on operand addresses)."""
+    import threading
+
+    monkeypatch.setenv("TINYGRAD_CNN_THREADS", "2")
+    model = tc.models.get("cnn")
+    rng = np.random.default_rng(4)
+    params, state = model.init(rng)
+    batches = [(rng.standard_normal((64, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 64)) for _ in range(6)]
+
+    def loss_and_grads(x, y):
+        return tc.value_and_grad(lambda p: tc.cross_entropy(model.apply(p, x, state=state), y))(params)
+
+    alone = [loss_and_grads(x, y) for x, y in batches]
+    together: dict[int, tuple] = {}
+
+    def run(indices):
+        for i in indices:
+            together[i] = loss_and_grads(*batches[i])
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in ([0, 2, 4, 0], [1, 3, 5, 1])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(together) == list(range(6))
+    for i, (loss, grads) in together.items():
+        assert loss == pytest.approx(alone[i][0], rel=1e-5)
+        for name in grads:
+            for key in grads[name]:
+                np.testing.assert_allclose(grads[name][key], alone[i][1][name][key], rtol=1e-4, atol=1e-6)
