@@ -186,6 +186,18 @@ def test_linear_gradcheck(batch, fin, fout, bias, data):
     assert tc.gradcheck(tc.linear, *args)
 
 
+def test_linear_promotes_like_numpy_when_integer_tensors_meet_a_float_bias():
+    """int32 x and w with a float64 bias: x @ w + b as NumPy computes it (float64), not a NumPy casting
+    error from adding the bias in place into an int32 product (found by test_fuzz_matmul_and_linear)."""
+    x = Tensor(np.arange(6, dtype=np.int32).reshape(2, 3), dtype=np.int32)
+    w = Tensor(np.ones((3, 2), np.int32), dtype=np.int32)
+    b = np.array([0.5, -1.5])
+    y = tc.linear(x, w, b)
+    assert y.dtype == np.float64
+    np.testing.assert_array_equal(y.data, x.data @ w.data + b)
+    assert tc.linear(x, w).dtype == np.int32
+
+
 def test_matmul_and_linear_shape_errors():
     with pytest.raises(ValueError, match=r"matmul: a has 3 columns but b has 4 rows"):
         tc.matmul(np.ones((2, 3)), np.ones((4, 5)))

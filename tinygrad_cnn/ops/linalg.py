@@ -57,7 +57,7 @@ class Linear(Function):
     def forward(ctx, x, w, b=None):
         ctx.save_for_backward(x, w)
         x2 = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])              # (M, in); no -1: fine when empty
-        y = ctx.empty((len(x2), w.shape[1]), np.result_type(x, w))        # (M, out)
+        y = ctx.empty((len(x2), w.shape[1]), np.result_type(x, w, *([] if b is None else [b])))  # (M, out)
 
         def kernel(s: slice) -> None:
             np.matmul(x2[s], w, out=y[s])
