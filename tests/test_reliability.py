@@ -352,6 +352,8 @@ def test_index_out_of_range_is_an_index_error_naming_getitem():
         leaf()[5]
     with pytest.raises(IndexError, match=r"^getitem: too many indices"):
         leaf()[0, 0, 0]
+    with pytest.raises(IndexError, match=r"^getitem: index out of range, .*\(tensor shape \(2, 3\)\)"):
+        leaf()[2**63]  # beyond int64: NumPy's OverflowError (found by the fuzz test's dev profile)
 
 
 def test_valid_uses_next_to_the_bad_ones_still_work():

@@ -241,6 +241,8 @@ class Tensor:
             return movement.GetItem.apply(self, index=index)
         except IndexError as e:
             raise IndexError(f"getitem: {e} (tensor shape {self.shape})") from None
+        except OverflowError as e:  # an int beyond int64, e.g. t[2**63]: out of range for any axis
+            raise IndexError(f"getitem: index out of range, {e} (tensor shape {self.shape})") from None
 
     # comparisons give boolean tensors with no gradient; == and != with a non-number give NotImplemented
     # (so Python falls back to identity, as for any two unrelated objects)
