@@ -192,7 +192,10 @@ def test_clip_against_tensorflow_at_the_bounds(tf, x, data):
     x's shape (it never grows x)."""
     lo = data.draw(whole_numbers(hnp.broadcastable_shapes(x.shape, max_dims=x.ndim), -3, 0))
     hi = data.draw(whole_numbers(hnp.broadcastable_shapes(x.shape, max_dims=x.ndim), 0, 3))
-    assume(np.broadcast_shapes(x.shape, lo.shape, hi.shape) == x.shape)
+    try:
+        assume(np.broadcast_shapes(x.shape, lo.shape, hi.shape) == x.shape)
+    except ValueError:  # each bound broadcasts with x, but not with the other
+        assume(False)
     upstream = np.random.default_rng(43).standard_normal(x.shape)
     value, grads = our_grads(tc.clip, x, lo, hi, upstream=upstream)
     tf_value, tf_g = tf_grads(tf, tf.clip_by_value, x, lo, hi, upstream=upstream)
