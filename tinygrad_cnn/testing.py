@@ -36,22 +36,26 @@ def arrays(draw, shape=None, dtype=np.float64, *, min_dims: int = 0, max_dims: i
            low: float = -3.0, high: float = 3.0, distinct: bool = False, away_from: float | None = None):
     """Finite float arrays of ``shape`` (a tuple, or a strategy of shapes; random when None), in [low, high].
 
-    ``distinct``: all values distinct, at least (high - low) / (2 * size) apart (a shuffled grid with
+    ``distinct``: all values distinct, at least (high - low - 0.1) / (2 * size) apart (a shuffled grid with
     jitter): no ties for max or max-pool, so finite differences stay smooth.
-    ``away_from``: no value within 0.05 of it (for kinks such as relu's at 0).
+    ``away_from``: no value within 0.05 of it (for kinks such as relu's at 0); with ``distinct`` the grid
+    skips that band, so values near the kink are moved without meeting.
     """
     if shape is None:
         shape = shapes(min_dims=min_dims, max_dims=max_dims, max_side=max_side)
     if not isinstance(shape, tuple):
         shape = draw(shape)
     size = int(np.prod(shape))
-    if distinct:
+    if distinct:  # a grid over [low, high] with the band around away_from cut out, so no two values meet there
         rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-        step = (high - low) / max(size, 1)
+        band = (low, low) if away_from is None else (max(away_from - 0.05, low), min(away_from + 0.05, high))
+        gap = max(band[1] - band[0], 0.0)
+        step = (high - low - gap) / max(size, 1)
         x = low + step * (rng.permutation(size) + 0.5 + rng.uniform(-0.25, 0.25, size))
-    else:
-        elements = st.floats(low, high, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64)
-        x = draw(hnp.arrays(np.float64, shape, elements=elements)).reshape(-1)
+        x = np.where(x >= band[0], x + gap, x) if gap else x
+        return x.reshape(shape).astype(dtype)
+    elements = st.floats(low, high, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64)
+    x = draw(hnp.arrays(np.float64, shape, elements=elements)).reshape(-1)
     if away_from is not None:
         near = np.abs(x - away_from) < 0.05
         x = np.where(near, away_from + np.where(x >= away_from, 0.05, -0.05), x)
