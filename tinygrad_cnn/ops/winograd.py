@@ -147,8 +147,8 @@ def _add_tiles(dtiles6: np.ndarray, dxe: np.ndarray) -> None:
 
 
 def _forward_images(xp, arrays, U, kron, y, b, geometry, images: slice) -> None:
-    """The images ``images`` (a thread's slice): tiles d of the padded input, V = KB d, M = V @ U per position, Y = KA M, laid
-    out into the (M, F) rows of ``y`` (+ ``b``, tiled as conv.py's bias)."""
+    """A thread's slice ``images`` of the forward: tiles d of the padded input, V = KB d, M = V @ U per
+    position, Y = KA M, laid out into the (M, F) rows of ``y`` (+ ``b``, tiled as conv.py's bias)."""
     xe, D, V, Mo, Yt = arrays
     (th, tw), (oh, ow) = geometry
     ka, _, kb = kron
@@ -173,8 +173,9 @@ def _forward_images(xp, arrays, U, kron, y, b, geometry, images: slice) -> None:
 
 
 def _backward_images(g2, arrays, U, kron, need_w: bool, geometry, images: slice) -> np.ndarray | None:
-    """The images ``images`` (a thread's slice) of the backward: dM = KA^T dY; (when the arrays for it are given) dV = dM U^T,
-    dd = KB^T dV added back onto ``dxe``. Returns these images' dU = V^T dM per position (if ``need_w``)."""
+    """A thread's slice ``images`` of the backward: dM = KA^T dY; (when the arrays for it are given)
+    dV = dM U^T, dd = KB^T dV added back onto ``dxe``. Returns the slice's dU = V^T dM per position (if
+    ``need_w``)."""
     V, dYt, dMo, dV, dD, dxe = arrays
     (th, tw), (oh, ow) = geometry
     ka, _, kb = kron
