@@ -42,8 +42,9 @@ def close_to_rounding(got, want) -> bool:
 @pytest.mark.parametrize("which", ["exact", "default"])
 def test_jit_gives_eager_results_on_every_reference_model(name, dropout, which):
     """Data, labels and dropout masks change every call; batch-norm statistics update as eager updates them.
-    With ``rewrites.EXACT`` every bit is eager's; with the default (batch_norm_max_pool in cnn-bn) the
-    loss and the statistics are, and the gradients equal eager's to rounding."""
+    With ``rewrites.EXACT`` every bit is eager's; with the default (batch_norm_max_pool in cnn-bn, conv2's
+    backward by Winograd's F(4x4, 3x3) in every model) the loss and the statistics are, and the gradients
+    equal eager's to rounding."""
     model = tc.models.get(name)
     rng = np.random.default_rng(0)
     params, state = model.init(rng, image_size=INPUT[name][-1]) if name != "ising-cnn" else model.init(rng)
@@ -61,7 +62,7 @@ def test_jit_gives_eager_results_on_every_reference_model(name, dropout, which):
         got = step(params, x, y, jit_key, jit_state)
         want = eager(params, x, y, eager_key, eager_state)
         assert got[0] == want[0]
-        assert bits_equal(got, want) if which == "exact" or name != "cnn-bn" else close_to_rounding(got, want)
+        assert bits_equal(got, want) if which == "exact" else close_to_rounding(got, want)
         assert bits_equal(jit_state, eager_state)
         params = tc.pytree.tree_map(lambda p, g: p - 0.1 * g, params, got[1])
     assert step.traces == 1
@@ -420,8 +421,8 @@ def test_bias_after_max_pool_is_applied_and_equal_to_the_plan_without_it_to_roun
     assert [len(needs) for needs in _contexts_of(on, "Conv2d")] == [2, 2]
     assert [len(needs) for needs in _contexts_of(off, "Conv2d")] == [3, 3]
     default = step_for(None)
-    assert bits_equal(default(params, x, y), eager(params, x, y))  # not on by default: eager's bits
-    assert "ChannelBias" not in _forward_ops(default)
+    assert close_to_rounding(default(params, x, y), eager(params, x, y))
+    assert "ChannelBias" not in _forward_ops(default)  # not on by default
 
 
 def test_bias_after_max_pool_leaves_a_conv_whose_output_is_read_elsewhere_alone():
@@ -541,5 +542,6 @@ def test_the_profiler_sees_a_replays_ops():
     seen = []
     with tc.autograd.record_profile(lambda op, phase, seconds, ctx: seen.append((op.__name__, phase))):
         step(params, x, y)
-    assert ("Conv2d", "forward") in seen and ("Conv2d", "backward") in seen and ("MaxPool2d", "backward") in seen
+    assert ("Conv2dWinogradBackward", "forward") in seen and ("Conv2dWinogradBackward", "backward") in seen
+    assert ("MaxPool2d", "backward") in seen
     assert seen.index(("MaxPool2d", "forward")) < seen.index(("Relu", "forward"))  # the plan as rewritten

@@ -447,7 +447,8 @@ def test_a_jitted_cnn_is_drawn_as_its_plan_runs_max_pool_before_relu():
     forward = [what[0].__name__ for kind, what, _, _ in plan.program if kind == "forward"]
     backward = [what.__name__ + ".backward" for kind, what, _, _ in plan.program if kind == "backward"]
     assert ops_in_order(nodes) == forward and ops_in_order(nodes, ".backward") == backward
-    assert forward == ["Conv2d", "MaxPool2d", "Relu", "Conv2d", "MaxPool2d", "Relu", "Reshape", "Linear", "Relu",
+    conv = "Conv2dWinogradBackward"  # conv2d with the winograd_conv_backward rewrite
+    assert forward == [conv, "MaxPool2d", "Relu", conv, "MaxPool2d", "Relu", "Reshape", "Linear", "Relu",
                        "Linear", "CrossEntropy"]
     pools = [k for k, (lines, _) in nodes.items() if lines[0] == "MaxPool2d"]
     relus = [k for k, (lines, _) in nodes.items() if lines[0] == "Relu"]
@@ -455,8 +456,8 @@ def test_a_jitted_cnn_is_drawn_as_its_plan_runs_max_pool_before_relu():
     assert not any((r, p) in edges for p in pools for r in relus)
     # the pooled shape, learnt by running the rewritten plan (the trace's relu output was 4x larger)
     assert [nodes[p][0][-1] for p in pools] == ["(4, 32, 5, 5)", "(4, 64, 1, 1)"]
-    assert "rewrites: relu_after_max_pool (on, nothing to rewrite: batch_norm_relu, batch_norm_max_pool, " \
-           "unneeded_gradients)" in graph.source  # the caption names what changed the plan
+    assert "rewrites: relu_after_max_pool, winograd_conv_backward (on, nothing to rewrite: batch_norm_relu, " \
+           "batch_norm_max_pool, unneeded_gradients)" in graph.source  # the caption names what changed the plan
 
 
 def test_without_rewrites_relu_comes_before_max_pool():
@@ -491,7 +492,7 @@ def test_plan_inputs_params_and_outputs_are_named_by_their_paths():
     labelled = {(nodes[t][0][0], nodes[h][0][0], label) for t, h, label in edges}
     assert ("y", "CrossEntropy", "labels") in labelled and ("conv2/var", "BatchNormMaxPool", "running_var") in labelled
     groups = clusters(graph)
-    assert groups["conv1"] == sorted(["BatchNormMaxPool", "Conv2d", "conv1/beta", "conv1/gamma", "conv1/mean",
+    assert groups["conv1"] == sorted(["BatchNormMaxPool", "Conv2dWinogradBackward", "conv1/beta", "conv1/gamma", "conv1/mean",
                                       "conv1/var", "conv1/w"])
     assert {line.split(".")[1] for line in groups["backward"] if "." in line} == {"backward"}
     assert len([line for line in groups["backward"] if line.endswith(".backward")]) == 11  # the pools fused

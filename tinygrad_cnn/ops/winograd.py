@@ -1,4 +1,5 @@
-"""Winograd's minimal filtering: a 3x3 convolution (stride 1) with fewer multiplications than im2col.
+"""Winograd's minimal filtering for the backward pass of a 3x3 convolution (stride 1): both of its
+gradients with a quarter of im2col's multiply-adds.
 
 In one dimension, F(m, 3) computes m outputs of a 3-tap correlation, y_i = sum_k d[i + k] g[k], from
 a tile of a = m + 2 inputs with only a multiplications instead of 3m:
@@ -10,28 +11,32 @@ theirs). Nested for two dimensions, an m x m output tile from an a x a input til
 
     Y = A^T [U * V] A,   U = G w G^T (the filter, a x a),   V = B^T d B (the input tile, a x a),
 
-and, summed over input channels c for each filter f, the elementwise product becomes a matmul per
-tile position (p, q): M[p, q] (tiles, F) = V[p, q] (tiles, C) @ U[p, q] (C, F). So a convolution is:
-cut the padded image into overlapping a x a tiles (stride m), transform them (V), one matmul per
-position, transform back (Y) and lay the m x m tiles side by side. With m = 4 the matmuls do
-a^2 / (9 m^2) = 36/144 of im2col's multiply-adds; the transforms are matmuls too, with the
-Kronecker products of the small matrices (a^2 x a^2 for V, m^2 x a^2 for Y, a^2 x 9 for U).
+and, summed over the input channels c for each filter f, the elementwise product is a matmul per
+tile position (p, q): M[p, q] (tiles, F) = V[p, q] (tiles, C) @ U[p, q] (C, F). With m = 4 these
+matmuls do a^2 / (9 m^2) = 36/144 of im2col's multiply-adds; the transforms are matmuls too, with
+the Kronecker products of the small matrices (a^2 x a^2 for V, m^2 x a^2 for Y, a^2 x 9 for U).
 
-The backward is the adjoint of each of those linear steps, in reverse order (so the gradient is the
-exact gradient of the forward as computed):
+The gradients are the adjoints of those linear steps, in reverse order:
 
-    dM = KA^T dY,   dU[p, q] = V[p, q]^T @ dM[p, q],   dV[p, q] = dM[p, q] @ U[p, q]^T,
-    dd = KB^T dV, added back onto the pixels each tile came from,   dw = KG^T dU.
+    dM = KA^T dY,   dU[p, q] = V[p, q]^T @ dM[p, q],   dw = KG^T dU,
+    dV[p, q] = dM[p, q] @ U[p, q]^T,   dd = KB^T dV, added back onto the pixels each tile came from.
 
-Accuracy. Not bit for bit im2col's result: the transforms round, and F(4, 3)'s coefficients (up to 5
-in B^T, 8 in A^T, down to 1/24 in G) make the intermediate values much larger than the result. The
-outputs stay within a few units in the sixth significant digit of the largest in float32
-(tests/test_winograd.py), but a result that is a small difference of large terms loses more: behind a
-batch norm, whose backward makes the weight gradient of the conv before it cancel, conv2's weight
-gradient in cnn-bn came out 1.9e-2 off (relative to its largest entry, against float64) where
-im2col's was 8.7e-7. F(2, 3) (coefficients 0, +-1, +-1/2) was as accurate as im2col but no faster
-here: its matmuls do 4/9 of im2col's work but its transforms cost as much as they save. Hence an
-opt-in jit rewrite (rewrites.winograd_conv), not conv2d's algorithm.
+So the backward cuts the padded input into overlapping a x a tiles (stride m) and transforms them
+(V), cuts the upstream gradient into m x m tiles and transforms them (dM), and then needs one matmul
+per position for dw and one for dx; no im2col matrix, no col2im.
+
+Why only the backward. The transforms round, and F(4, 3)'s coefficients (up to 5 in B^T, 8 in A^T,
+down to 1/24 in G) make the intermediate values far larger than the result: Winograd's outputs were
+off by a few units in the sixth digit (float32) where im2col's are in the seventh. That is harmless
+in a gradient, but not in a forward whose output a batch norm centres: conv2's inputs in cnn-bn are
+all positive (after a relu), so its output channels have means far above their spreads, and x - mean
+turns a small error of x into a large one of the normalised value. Measured on cnn-bn against
+float64 (largest error relative to each gradient's largest entry): Winograd forward and backward,
+1.9e-2 for conv2's weights; im2col forward and Winograd backward, 3.0e-6 (conv2's weights) and
+2.8e-6 (conv1's, through conv2's input gradient); im2col throughout, 8.7e-7 and 5.5e-7. So the op
+runs conv2d's im2col forward (the loss and everything downstream keep their bits) and Winograd's
+backward, whose gradients equal im2col's to rounding. F(2, 3) (coefficients 0, +-1, +-1/2) was as
+accurate as im2col but no faster: its transforms take back what its matmuls save.
 
 Layout: the tiles live position-major, (a*a, N*TH*TW, C), so each position's matmul and the
 transforms' matmuls read contiguous rows; images are channels-last (NHWC) as in conv.py.
@@ -44,7 +49,6 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..autograd import Function
 from ..parallel import over_batch
-from .channels import row_repeats, tiled, wide
 from .conv import NHWC, Conv2d, _nhwc_rows
 from .windows import pad, unpad
 
@@ -112,14 +116,9 @@ def _tile_pairs(image: np.ndarray, tiles6: np.ndarray):
             yield region, tiles6[:ri, :cj, :, rows, cols].transpose(2, 3, 0, 4, 1, 5)
 
 
-def _untile(tiles6: np.ndarray, image: np.ndarray) -> None:
-    """``image`` (N, OH, OW, F) = the output tiles (m, m, N, TH, TW, F) side by side, cut to OH x OW."""
-    for region, part in _tile_pairs(image, tiles6):
-        region[...] = part
-
-
 def _tile(image: np.ndarray, tiles6: np.ndarray) -> None:
-    """The adjoint of :func:`_untile`: ``tiles6`` = ``image``'s pixels, zeros past its edge."""
+    """``tiles6`` (m, m, N, TH, TW, F) = ``image``'s (N, OH, OW, F) pixels cut into m x m tiles, zeros
+    past its edge (the adjoint of laying output tiles side by side)."""
     oh, ow = image.shape[1:3]
     tiles6[:, :, :, oh // M_OUT:] = 0  # the partial tiles (if any) are zero where no pixel lands
     tiles6[:, :, :, :, ow // M_OUT:] = 0
@@ -146,50 +145,32 @@ def _add_tiles(dtiles6: np.ndarray, dxe: np.ndarray) -> None:
             region += part
 
 
-def _forward_images(xp, arrays, U, kron, y, b, geometry, images: slice) -> None:
-    """A thread's slice ``images`` of the forward: tiles d of the padded input, V = KB d, M = V @ U per
-    position, Y = KA M, laid out into the (M, F) rows of ``y`` (+ ``b``, tiled as conv.py's bias)."""
-    xe, D, V, Mo, Yt = arrays
+def _backward_images(xp, g2, arrays, U, kron, needs: tuple[bool, bool], geometry, images: slice):
+    """A thread's slice ``images`` of the backward: V = KB d from the padded input's tiles d, dM = KA^T dY
+    from the upstream gradient's; dU = V^T dM per position (returned if dw is needed), and, if dx is,
+    dV = dM U^T and dd = KB^T dV added back onto ``xe`` (N, m*TH + m, m*TW + m, C), whose first
+    Hp x Wp pixels are then the padded input's gradient."""
+    xe, D, V, dYt, dMo = arrays
     (th, tw), (oh, ow) = geometry
     ka, _, kb = kron
-    f = U.shape[2]
-    nb, rows = images.stop - images.start, slice(images.start * th * tw, images.stop * th * tw)
+    f, nb, rows = U.shape[2], images.stop - images.start, slice(images.start * th * tw, images.stop * th * tw)
     xb, (hp, wp) = xe[images], xp.shape[1:3]
     xb[:, :hp, :wp] = xp[images]
     xb[:, hp:] = 0
     xb[:, :hp, wp:] = 0
-    d = D[:, rows]                                                           # (a^2, tiles, C)
+    d, v = _flat(D[:, rows]), _flat(V[:, rows])                             # (a^2, tiles*C)
     np.reshape(d, (A_IN, A_IN, nb, th, tw, -1), copy=False)[...] = \
         _overlapping_tiles(xb, (th, tw)).transpose(3, 4, 0, 1, 2, 5)
-    np.matmul(kb, _flat(d), out=_flat(V[:, rows]))
-    np.matmul(V[:, rows], U, out=Mo[:, rows])
-    yt = _flat(Yt[:, rows])
-    np.matmul(ka, _flat(Mo[:, rows]), out=yt)
-    image = y[images.start * oh * ow: images.stop * oh * ow]
-    _untile(yt.reshape(M_OUT, M_OUT, nb, th, tw, f), image.reshape(nb, oh, ow, f))
-    if b is not None:
-        wide_rows = wide(image, len(b) // f)
-        np.add(wide_rows, b, out=wide_rows)
-
-
-def _backward_images(g2, arrays, U, kron, need_w: bool, geometry, images: slice) -> np.ndarray | None:
-    """A thread's slice ``images`` of the backward: dM = KA^T dY; (when the arrays for it are given)
-    dV = dM U^T, dd = KB^T dV added back onto ``dxe``. Returns the slice's dU = V^T dM per position (if
-    ``need_w``)."""
-    V, dYt, dMo, dV, dD, dxe = arrays
-    (th, tw), (oh, ow) = geometry
-    ka, _, kb = kron
-    f, nb, rows = U.shape[2], images.stop - images.start, slice(images.start * th * tw, images.stop * th * tw)
+    np.matmul(kb, d, out=v)
     dyt = _flat(dYt[:, rows])
     _tile(g2[images.start * oh * ow: images.stop * oh * ow].reshape(nb, oh, ow, f),
           dyt.reshape(M_OUT, M_OUT, nb, th, tw, f))
     np.matmul(ka.T, dyt, out=_flat(dMo[:, rows]))
-    dU = np.matmul(V[:, rows].transpose(0, 2, 1), dMo[:, rows]) if need_w else None
-    if dxe is not None:
-        np.matmul(dMo[:, rows], U.transpose(0, 2, 1), out=dV[:, rows])
-        dd = _flat(dD[:, rows])
-        np.matmul(kb.T, _flat(dV[:, rows]), out=dd)
-        _add_tiles(dd.reshape(A_IN, A_IN, nb, th, tw, -1), dxe[images])
+    dU = np.matmul(V[:, rows].transpose(0, 2, 1), dMo[:, rows]) if needs[1] else None
+    if needs[0]:                                  # dV into V's memory, dd into d's, dx into xe's
+        np.matmul(dMo[:, rows], U.transpose(0, 2, 1), out=V[:, rows])
+        np.matmul(kb.T, v, out=d)
+        _add_tiles(d.reshape(A_IN, A_IN, nb, th, tw, -1), xb)
     return dU
 
 
@@ -198,65 +179,65 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return np.reshape(a, (len(a), -1), copy=False)
 
 
-class WinogradConv2d(Function):
-    """conv2d by Winograd's F(4x4, 3x3) (see the module): x (N, C, H, W), w (F, C, 3, 3), b (F,) ->
-    y (N, F, OH, OW) as an NCHW view of channels-last memory, like Conv2d. Takes Conv2d's keywords and
-    runs Conv2d itself for what it does not handle (``eligible``: other kernels, strides, dilations,
-    groups, fewer than ``MIN_CHANNELS`` input channels)."""
+def _scratch(ctx, spare: np.ndarray | None, dtype, *shapes: tuple) -> list[np.ndarray]:
+    """Arrays of ``shapes``: consecutive views into ``spare`` (memory the op no longer reads: the forward's
+    im2col matrix) while it has room, ``ctx.empty`` after that."""
+    free, out = (np.empty(0, dtype) if spare is None else spare.reshape(-1)), []
+    for shape in shapes:
+        size = int(np.prod(shape))
+        if size <= free.size:
+            out.append(free[:size].reshape(shape))
+            free = free[size:]
+        else:
+            out.append(ctx.empty(shape, dtype))
+    return out
+
+
+class Conv2dWinogradBackward(Function):
+    """conv2d (x (N, C, H, W), w (F, C, 3, 3), b (F,) -> y (N, F, OH, OW)) whose forward is Conv2d's
+    im2col and whose backward is Winograd's F(4x4, 3x3) (see the module). Takes Conv2d's keywords and
+    runs Conv2d's backward too for what it does not handle (``eligible``: other kernels, strides,
+    dilations, groups, fewer than ``MIN_CHANNELS`` input channels)."""
 
     @staticmethod
     def forward(ctx, x, w, b=None, *, stride=(1, 1), pads=((0, 0), (0, 0)), mode="zeros", dilation=(1, 1),
                 groups=1):
-        dtype = np.result_type(x.dtype, w.dtype)
-        ctx.im2col = not eligible(x.shape, w.shape, stride, dilation, groups, dtype)
-        if ctx.im2col:
-            return Conv2d.forward(ctx, x, w, b, stride=stride, pads=pads, mode=mode, dilation=dilation,
-                                  groups=groups)
-        (n, c), f = x.shape[:2], w.shape[0]
-        xp = pad(x.transpose(0, 2, 3, 1), pads, mode, NHWC)                    # (N, Hp, Wp, C)
-        oh, ow = xp.shape[1] - 2, xp.shape[2] - 2
-        th, tw = _tile_count(oh), _tile_count(ow)
-        kron = _kron(dtype)
-        U = np.matmul(kron[1], w.transpose(2, 3, 1, 0).reshape(9, c * f).astype(dtype)).reshape(-1, c, f)
-        tiles = n * th * tw
-        arrays = (ctx.empty((n, M_OUT * th + M_OUT, M_OUT * tw + M_OUT, c), dtype),  # xe: whole tiles (+ dx's margin)
-                  ctx.empty((A_IN * A_IN, tiles, c), dtype),                   # d
-                  ctx.empty((A_IN * A_IN, tiles, c), dtype),                   # V
-                  ctx.empty((A_IN * A_IN, tiles, f), dtype),                   # M
-                  ctx.empty((M_OUT * M_OUT, tiles, f), dtype))                 # Y
-        y = ctx.empty((n * oh * ow, f), dtype)
-        b_rows = None if b is None else tiled(b.astype(dtype, copy=False), row_repeats(oh * ow, f))
-        geometry = ((th, tw), (oh, ow))
-        over_batch(lambda s: _forward_images(xp, arrays, U, kron, y, b_rows, geometry, s), n, work=arrays[3].size)
-        ctx.save_for_backward(arrays[2], U)
-        ctx.scratch = (arrays[0], arrays[1], arrays[3], arrays[4])  # the backward writes dx, dd, dM, dY there
-        ctx.geometry = (xp.shape, geometry, pads, mode, kron)
-        return y.reshape(n, oh, ow, f).transpose(0, 3, 1, 2)
+        y = Conv2d.forward(ctx, x, w, b, stride=stride, pads=pads, mode=mode, dilation=dilation, groups=groups)
+        ctx.im2col = not eligible(x.shape, w.shape, stride, dilation, groups, y.dtype)
+        if not ctx.im2col:  # keep the padded input (a view of x without padding), not im2col's matrix
+            ctx.spare = ctx.saved_tensors[0]  # that matrix's memory (if saved): scratch for the backward
+            xp = pad(x.transpose(0, 2, 3, 1), pads, mode, NHWC)
+            (c, f), kron = w.shape[1::-1], _kron(y.dtype)
+            U = np.matmul(kron[1], w.transpose(2, 3, 1, 0).reshape(9, c * f).astype(y.dtype)).reshape(-1, c, f)
+            ctx.save_for_backward(xp, U)
+            ctx.kron = kron
+        return y
 
     @staticmethod
     def backward(ctx, g):
         if ctx.im2col:
             return Conv2d.backward(ctx, g)
-        V, U = ctx.saved_tensors
-        padded_shape, geometry, pads, mode, kron = ctx.geometry
+        xp, U = ctx.saved_tensors
+        padded_shape, pads, mode, kron = xp.shape, *ctx.geometry[2:], ctx.kron
         need_x, need_w, need_b = (ctx.needs_input_grad + (False,))[:3]
-        (th, tw), (oh, ow) = geometry
-        (n, f), (a2, tiles, c) = g.shape[:2], V.shape
+        (n, f), (oh, ow), (a2, c, _) = g.shape[:2], g.shape[2:], U.shape
+        th, tw = _tile_count(oh), _tile_count(ow)
+        geometry, tiles = ((th, tw), (oh, ow)), n * th * tw
         g2 = _nhwc_rows(ctx, g)                                                 # (M, F)
-        dxe, dD, dMo, dYt = ctx.scratch         # the forward's scratch arrays, of the shapes needed here
-        dV = ctx.empty((a2, tiles, c), g.dtype) if need_x else None
-        arrays = (V, dYt, dMo, dV, dD, dxe if need_x else None)
+        dMo, D, V, dYt, xe = _scratch(ctx, ctx.spare, g.dtype, (a2, tiles, f), (a2, tiles, c), (a2, tiles, c),
+                                      (M_OUT * M_OUT, tiles, f), (n, M_OUT * th + M_OUT, M_OUT * tw + M_OUT, c))
+        arrays = (xe, D, V, dYt, dMo)  # xe: x's tiles, then dx; D: d, then dd; V: V, then dV
         ones = np.ones(n * oh * ow, g.dtype) if need_b else None
 
         def kernel(s: slice):
-            dU = _backward_images(g2, arrays, U, kron, need_w, geometry, s)
+            dU = _backward_images(xp, g2, arrays, U, kron, (need_x, need_w), geometry, s)
             pixels = slice(s.start * oh * ow, s.stop * oh * ow)
             return dU, (ones[pixels] @ g2[pixels] if need_b else None)
 
-        parts = over_batch(kernel, n, work=arrays[2].size)
+        parts = over_batch(kernel, n, work=arrays[4].size)
         dx = dw = db = None
         if need_x:
-            dxp = dxe[:, : padded_shape[1], : padded_shape[2]]
+            dxp = arrays[0][:, : padded_shape[1], : padded_shape[2]]
             dx = unpad(dxp, pads, mode, NHWC).transpose(0, 3, 1, 2)
         if need_w:
             dU = sum(p[0] for p in parts).reshape(a2, c * f)
