@@ -492,8 +492,8 @@ def test_plan_inputs_params_and_outputs_are_named_by_their_paths():
     labelled = {(nodes[t][0][0], nodes[h][0][0], label) for t, h, label in edges}
     assert ("y", "CrossEntropy", "labels") in labelled and ("conv2/var", "BatchNormMaxPool", "running_var") in labelled
     groups = clusters(graph)
-    assert groups["conv1"] == sorted(["BatchNormMaxPool", "Conv2dWinogradBackward", "conv1/beta", "conv1/gamma", "conv1/mean",
-                                      "conv1/var", "conv1/w"])
+    assert groups["conv1"] == sorted(["BatchNormMaxPool", "Conv2dWinogradBackward", "conv1/beta", "conv1/gamma",
+                                      "conv1/mean", "conv1/var", "conv1/w"])
     assert {line.split(".")[1] for line in groups["backward"] if "." in line} == {"backward"}
     assert len([line for line in groups["backward"] if line.endswith(".backward")]) == 11  # the pools fused
     assert clusters(draw_graph(step, cluster=False)) == {}
