@@ -534,9 +534,10 @@ def jit(fn: Callable, *, static_argnums: int | tuple[int, ...] = (), rewrites=No
     ``static_argnums`` may be any hashable values, which select the plan instead of being inputs.
     ``rewrites``: the names of the rewrites to apply to each plan (``tinygrad_cnn.rewrites``; default
     ``rewrites.DEFAULT``; ``rewrites.EXACT`` those that keep eager's bits; ``()`` none). Rewrites in
-    ``rewrites.REORDERS_SUMS`` (``"batch_norm_max_pool"``, on by default, and ``"bias_after_max_pool"``)
-    change the order of a sum, so their gradients equal eager's to float rounding only; the first
-    replay's check then allows that rounding.
+    ``rewrites.REORDERS_SUMS`` (``"batch_norm_max_pool"`` and ``"winograd_conv_backward"``, on by
+    default, and ``"bias_after_max_pool"``) compute gradients in another order or by another algorithm,
+    so their gradients equal eager's to float rounding only; the first replay's check then allows that
+    rounding.
     """
     nums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in nums):
