@@ -27,16 +27,17 @@ per position for dw and one for dx; no im2col matrix, no col2im.
 
 Why only the backward. The transforms round, and F(4, 3)'s coefficients (up to 5 in B^T, 8 in A^T,
 down to 1/24 in G) make the intermediate values far larger than the result: Winograd's outputs were
-off by a few units in the sixth digit (float32) where im2col's are in the seventh. That is harmless
-in a gradient, but not in a forward whose output a batch norm centres: conv2's inputs in cnn-bn are
-all positive (after a relu), so its output channels have means far above their spreads, and x - mean
-turns a small error of x into a large one of the normalised value. Measured on cnn-bn against
-float64 (largest error relative to each gradient's largest entry): Winograd forward and backward,
-1.9e-2 for conv2's weights; im2col forward and Winograd backward, 3.0e-6 (conv2's weights) and
-2.8e-6 (conv1's, through conv2's input gradient); im2col throughout, 8.7e-7 and 5.5e-7. So the op
-runs conv2d's im2col forward (the loss and everything downstream keep their bits) and Winograd's
-backward, whose gradients equal im2col's to rounding. F(2, 3) (coefficients 0, +-1, +-1/2) was as
-accurate as im2col but no faster: its transforms take back what its matmuls save.
+off by 5.6e-6 (relative to the largest, float32) where im2col's were off by 8.5e-7. Gradients can
+take that; a forward feeding relus and max-pools cannot as well: the larger error flips more relu
+masks and pool winners at near-ties (measured on cnn-bn at batch 16: one of conv2's 25,600 pooled
+values changed sign against float64, none with im2col), and each flip moves a whole term of sums
+whose terms largely cancel. Against float64 (largest error relative to each gradient's largest
+entry): Winograd forward and backward, 1.9e-2 for conv2's weights; im2col forward and Winograd
+backward, 3.0e-6 (conv2's weights) and 2.8e-6 (conv1's, through conv2's input gradient); im2col
+throughout, 8.7e-7 and 5.5e-7. So the op runs conv2d's im2col forward (the loss and everything
+downstream keep their bits) and Winograd's backward, whose gradients equal im2col's to rounding.
+F(2, 3) (coefficients 0, +-1, +-1/2) was as accurate as im2col but no faster: its transforms take
+back what its matmuls save.
 
 Layout: the tiles live position-major, (a*a, N*TH*TW, C), so each position's matmul and the
 transforms' matmuls read contiguous rows; images are channels-last (NHWC) as in conv.py.
