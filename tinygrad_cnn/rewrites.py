@@ -256,7 +256,7 @@ def winograd_conv_backward(program: list, protected: set[int], new_slot=None) ->
     than the result. Measured against float64 on the reference models (largest error relative to each
     gradient's largest entry): 1.0e-6 / 3.3e-6 / 4.5e-7 / 6.5e-6 (cnn, cnn-bn, ising-cnn,
     resnet-small) where im2col gives 3.9e-7 / 1.0e-6 / 3.2e-7 / 1.7e-6. Winograd's forward is left out
-    on purpose: a batch norm after the conv magnifies its error (module docstring).
+    on purpose: its larger error flips relu masks and pool winners at near-ties (module docstring).
     """
     def swap(instruction):
         kind, what, spec, out = instruction
