@@ -217,3 +217,41 @@ def test_on_by_default_with_gradients_near_float64_on_every_reference_model(name
         for g, t in zip(tree_leaves(results[which][1]), tree_leaves(truth)):
             assert np.abs(g - t).max() < bound * np.abs(t).max()
     assert "Conv2dWinogradBackward" in _plan_ops(default) and "Conv2dWinogradBackward" not in _plan_ops(without)
+
+
+def test_a_returned_input_gradient_is_the_callers_and_is_not_overwritten_by_the_next_call():
+    """dx lives in the op's scratch memory (carved from the forward's im2col matrix): when the jitted
+    function returns it, the plan hands that memory over instead of reusing it on the next call."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 8, 3, 3)).astype(np.float32)
+
+    def loss(w, x):
+        return (tc.conv2d(x, w, padding=1) ** 2).sum()
+
+    step = tc.jit(tc.value_and_grad(loss, argnums=(0, 1)))
+    first = None
+    for _ in range(3):
+        x = rng.standard_normal((4, 8, 9, 9)).astype(np.float32)
+        _, (dw, dx) = step(w, x)
+        _, (want_dw, want_dx) = tc.value_and_grad(loss, argnums=(0, 1))(w, x)
+        for got, want in ((dx, want_dx), (dw, want_dw)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5 * np.abs(want).max())
+        if first is None:
+            first, kept = dx, dx.copy()
+    np.testing.assert_array_equal(first, kept)
+    assert "Conv2dWinogradBackward" in _plan_ops(step)
+
+
+def test_backward_twice_through_a_retained_graph_accumulates_the_same_gradient():
+    """The backward's scratch is reused by a second backward through the same graph (retain_graph):
+    the leaf gradients are copies, so they add up to twice one pass's."""
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((2, 8, 7, 7)), requires_grad=True)
+    w = Tensor(rng.standard_normal((3, 8, 3, 3)), requires_grad=True)
+    y = winograd.Conv2dWinogradBackward.apply(x, w, pads=((1, 1), (1, 1)), mode="zeros")
+    g = rng.standard_normal(y.shape)
+    y.backward(g, retain_graph=True)
+    once = x.grad.copy(), w.grad.copy()
+    y.backward(g)
+    np.testing.assert_allclose(x.grad, 2 * once[0], rtol=1e-12)
+    np.testing.assert_allclose(w.grad, 2 * once[1], rtol=1e-12)
