@@ -254,8 +254,8 @@ def winograd_conv_backward(program: list, protected: set[int], new_slot=None) ->
     The forward keeps its bits, so the loss and the running statistics are eager's. The gradients equal
     im2col's to rounding (in REORDERS_SUMS): the transforms round values several hundred times larger
     than the result. Measured against float64 on the reference models (largest error relative to each
-    gradient's largest entry): 1.0e-6 / 3.3e-6 / 4.5e-7 / 6.5e-6 (cnn, cnn-bn, ising-cnn,
-    resnet-small) where im2col gives 3.9e-7 / 1.0e-6 / 3.2e-7 / 1.7e-6. Winograd's forward is left out
+    gradient's largest entry, batch 16): 1.0e-6 / 3.3e-6 / 3.8e-7 / 5.5e-6 (cnn, cnn-bn, ising-cnn on
+    a 16x16 lattice, resnet-small) where im2col gives 3.9e-7 / 1.0e-6 / 3.0e-7 / 1.7e-6. Winograd's forward is left out
     on purpose: its larger error flips relu masks and pool winners at near-ties (module docstring).
     """
     def swap(instruction):

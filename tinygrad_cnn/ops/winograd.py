@@ -72,14 +72,26 @@ BT = np.array([[4, 0, -5, 0, 1, 0],
                [0, 4, 0, -5, 0, 1]], dtype=np.float64)
 M_OUT, A_IN = AT.shape  # m = 4 outputs per tile side from a = 6 inputs
 
-# Below this many input channels the per-position matmuls are too thin to pay for the transforms.
-MIN_CHANNELS = 8
+# When it pays (conv2 at batch 128 and other shapes timed against conv2d's backward, one thread each):
+# only when dx is needed too (for dw alone im2col's matrix is already built: 2.5-5x faster), at most
+# twice as many filters as input channels (transforming dY for F = 8C cost more than it saved: 1.03-1.35x
+# conv2d's time), and outputs that whole 4x4 tiles cover with at most 20 % to spare (11x11 outputs,
+# 12x12 tiles: 0.72-0.84x; 13x13 or 14x14 outputs, 1.3-1.5x the area: 0.95-1.05x; 5x5, 2.6x: 1.2-1.45x).
+MIN_CHANNELS = 2
+MAX_FILTERS_PER_CHANNEL = 2
+MAX_TILE_AREA = 1.2
 
 
-def eligible(x_shape: tuple, w_shape: tuple, stride, dilation, groups: int, dtype) -> bool:
-    """Whether :class:`WinogradConv2d` computes this convolution itself (else it runs conv2d's im2col)."""
+def eligible(x_shape: tuple, w_shape: tuple, out_hw: tuple, stride, dilation, groups: int, dtype,
+             needs_dx: bool) -> bool:
+    """Whether :class:`Conv2dWinogradBackward` computes this convolution's gradients itself (else it runs
+    conv2d's backward): a float 3x3 convolution with stride 1, no dilation, one group, and a shape it
+    pays for (the constants above)."""
+    (c, f), (oh, ow) = (x_shape[1], w_shape[0]), out_hw
+    tile_area = _tile_count(oh) * _tile_count(ow) * M_OUT * M_OUT / max(oh * ow, 1)
     return (tuple(w_shape[2:]) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
-            and groups == 1 and x_shape[1] >= MIN_CHANNELS and np.dtype(dtype).kind == "f")
+            and groups == 1 and np.dtype(dtype).kind == "f" and needs_dx and c >= MIN_CHANNELS
+            and f <= MAX_FILTERS_PER_CHANNEL * c and tile_area <= MAX_TILE_AREA)
 
 
 def _kron(dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -146,32 +158,32 @@ def _add_tiles(dtiles6: np.ndarray, dxe: np.ndarray) -> None:
             region += part
 
 
-def _backward_images(xp, g2, arrays, U, kron, needs: tuple[bool, bool], geometry, images: slice):
-    """A thread's slice ``images`` of the backward: V = KB d from the padded input's tiles d, dM = KA^T dY
-    from the upstream gradient's; dU = V^T dM per position (returned if dw is needed), and, if dx is,
-    dV = dM U^T and dd = KB^T dV added back onto ``xe`` (N, m*TH + m, m*TW + m, C), whose first
-    Hp x Wp pixels are then the padded input's gradient."""
+def _backward_images(xp, g2, arrays, U, kron, need_w: bool, geometry, images: slice) -> np.ndarray | None:
+    """A thread's slice ``images`` of the backward: dM = KA^T dY from the upstream gradient's tiles; if
+    dw is needed, V = KB d from the padded input's tiles d and (returned) dU = V^T dM per position; then
+    dV = dM U^T and dd = KB^T dV added back onto ``xe`` (N, m*TH + m, m*TW + m, C), whose first Hp x Wp
+    pixels are then the padded input's gradient."""
     xe, D, V, dYt, dMo = arrays
     (th, tw), (oh, ow) = geometry
     ka, _, kb = kron
     f, nb, rows = U.shape[2], images.stop - images.start, slice(images.start * th * tw, images.stop * th * tw)
-    xb, (hp, wp) = xe[images], xp.shape[1:3]
-    xb[:, :hp, :wp] = xp[images]
-    xb[:, hp:] = 0
-    xb[:, :hp, wp:] = 0
-    d, v = _flat(D[:, rows]), _flat(V[:, rows])                             # (a^2, tiles*C)
-    np.reshape(d, (A_IN, A_IN, nb, th, tw, -1), copy=False)[...] = \
-        _overlapping_tiles(xb, (th, tw)).transpose(3, 4, 0, 1, 2, 5)
-    np.matmul(kb, d, out=v)
     dyt = _flat(dYt[:, rows])
     _tile(g2[images.start * oh * ow: images.stop * oh * ow].reshape(nb, oh, ow, f),
           dyt.reshape(M_OUT, M_OUT, nb, th, tw, f))
     np.matmul(ka.T, dyt, out=_flat(dMo[:, rows]))
-    dU = np.matmul(V[:, rows].transpose(0, 2, 1), dMo[:, rows]) if needs[1] else None
-    if needs[0]:                                  # dV into V's memory, dd into d's, dx into xe's
-        np.matmul(dMo[:, rows], U.transpose(0, 2, 1), out=V[:, rows])
-        np.matmul(kb.T, v, out=d)
-        _add_tiles(d.reshape(A_IN, A_IN, nb, th, tw, -1), xb)
+    d, v, xb, dU = _flat(D[:, rows]), _flat(V[:, rows]), xe[images], None   # d, v: (a^2, tiles*C)
+    if need_w:
+        (hp, wp) = xp.shape[1:3]
+        xb[:, :hp, :wp] = xp[images]
+        xb[:, hp:] = 0
+        xb[:, :hp, wp:] = 0
+        np.reshape(d, (A_IN, A_IN, nb, th, tw, -1), copy=False)[...] = \
+            _overlapping_tiles(xb, (th, tw)).transpose(3, 4, 0, 1, 2, 5)
+        np.matmul(kb, d, out=v)
+        dU = np.matmul(V[:, rows].transpose(0, 2, 1), dMo[:, rows])
+    np.matmul(dMo[:, rows], U.transpose(0, 2, 1), out=V[:, rows])          # dV into V's memory
+    np.matmul(kb.T, v, out=d)                                              # dd into d's
+    _add_tiles(d.reshape(A_IN, A_IN, nb, th, tw, -1), xb)                  # dx into xe's
     return dU
 
 
@@ -197,14 +209,14 @@ def _scratch(ctx, spare: np.ndarray | None, dtype, *shapes: tuple) -> list[np.nd
 class Conv2dWinogradBackward(Function):
     """conv2d (x (N, C, H, W), w (F, C, 3, 3), b (F,) -> y (N, F, OH, OW)) whose forward is Conv2d's
     im2col and whose backward is Winograd's F(4x4, 3x3) (see the module). Takes Conv2d's keywords and
-    runs Conv2d's backward too for what it does not handle (``eligible``: other kernels, strides,
-    dilations, groups, fewer than ``MIN_CHANNELS`` input channels)."""
+    runs Conv2d's backward for what it does not handle or would not speed up (``eligible``)."""
 
     @staticmethod
     def forward(ctx, x, w, b=None, *, stride=(1, 1), pads=((0, 0), (0, 0)), mode="zeros", dilation=(1, 1),
                 groups=1):
         y = Conv2d.forward(ctx, x, w, b, stride=stride, pads=pads, mode=mode, dilation=dilation, groups=groups)
-        ctx.im2col = not eligible(x.shape, w.shape, stride, dilation, groups, y.dtype)
+        ctx.im2col = not eligible(x.shape, w.shape, y.shape[2:], stride, dilation, groups, y.dtype,
+                                  ctx.needs_input_grad[0])
         if not ctx.im2col:  # keep the padded input (a view of x without padding), not im2col's matrix
             ctx.spare = ctx.saved_tensors[0]  # that matrix's memory (if saved): scratch for the backward
             xp = pad(x.transpose(0, 2, 3, 1), pads, mode, NHWC)
@@ -220,7 +232,7 @@ class Conv2dWinogradBackward(Function):
             return Conv2d.backward(ctx, g)
         xp, U = ctx.saved_tensors
         padded_shape, pads, mode, kron = xp.shape, *ctx.geometry[2:], ctx.kron
-        need_x, need_w, need_b = (ctx.needs_input_grad + (False,))[:3]
+        need_w, need_b = (ctx.needs_input_grad + (False,))[1:3]  # and dx: ``eligible`` asks for it
         (n, f), (oh, ow), (a2, c, _) = g.shape[:2], g.shape[2:], U.shape
         th, tw = _tile_count(oh), _tile_count(ow)
         geometry, tiles = ((th, tw), (oh, ow)), n * th * tw
@@ -231,15 +243,13 @@ class Conv2dWinogradBackward(Function):
         ones = np.ones(n * oh * ow, g.dtype) if need_b else None
 
         def kernel(s: slice):
-            dU = _backward_images(xp, g2, arrays, U, kron, (need_x, need_w), geometry, s)
+            dU = _backward_images(xp, g2, arrays, U, kron, need_w, geometry, s)
             pixels = slice(s.start * oh * ow, s.stop * oh * ow)
             return dU, (ones[pixels] @ g2[pixels] if need_b else None)
 
         parts = over_batch(kernel, n, work=arrays[4].size)
-        dx = dw = db = None
-        if need_x:
-            dxp = arrays[0][:, : padded_shape[1], : padded_shape[2]]
-            dx = unpad(dxp, pads, mode, NHWC).transpose(0, 3, 1, 2)
+        dw = db = None
+        dx = unpad(xe[:, : padded_shape[1], : padded_shape[2]], pads, mode, NHWC).transpose(0, 3, 1, 2)
         if need_w:
             dU = sum(p[0] for p in parts).reshape(a2, c * f)
             dw = np.matmul(kron[1].T, dU).reshape(3, 3, c, f).transpose(3, 2, 0, 1)
