@@ -247,16 +247,18 @@ def _winograd_geometry(kwargs: tuple) -> bool:
 def winograd_conv_backward(program: list, protected: set[int], new_slot=None) -> list:
     """Every conv2d with stride 1, no dilation and one group runs as ``Conv2dWinogradBackward``: the same
     im2col forward, and a backward by Winograd's F(4x4, 3x3) (ops/winograd.py), whose matmuls do a
-    quarter of im2col's multiply-adds for both gradients and need no col2im. The op checks what the
-    keywords do not show (a 3x3 kernel, at least ``winograd.MIN_CHANNELS`` input channels, a float
-    dtype) and runs conv2d's backward otherwise: cnn's conv1 (one input channel) is left as it is.
+    quarter of im2col's multiply-adds for both gradients and need no col2im. The op checks, when it
+    runs, what the keywords do not show and where it was measured to pay (``winograd.eligible``: a 3x3
+    kernel, the input gradient needed, at most two filters per input channel, whole tiles covering the
+    output with little to spare) and runs conv2d's backward otherwise: cnn's conv1 is left as it is.
 
     The forward keeps its bits, so the loss and the running statistics are eager's. The gradients equal
     im2col's to rounding (in REORDERS_SUMS): the transforms round values several hundred times larger
     than the result. Measured against float64 on the reference models (largest error relative to each
     gradient's largest entry, batch 16): 1.0e-6 / 3.3e-6 / 3.8e-7 / 5.5e-6 (cnn, cnn-bn, ising-cnn on
-    a 16x16 lattice, resnet-small) where im2col gives 3.9e-7 / 1.0e-6 / 3.0e-7 / 1.7e-6. Winograd's forward is left out
-    on purpose: its larger error flips relu masks and pool winners at near-ties (module docstring).
+    a 16x16 lattice, resnet-small) where im2col gives 3.9e-7 / 1.0e-6 / 3.0e-7 / 1.7e-6. Winograd's
+    forward is left out on purpose: its larger error flips relu masks and pool winners at near-ties
+    (module docstring).
     """
     def swap(instruction):
         kind, what, spec, out = instruction
