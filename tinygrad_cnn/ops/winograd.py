@@ -45,6 +45,8 @@ transforms' matmuls read contiguous rows; images are channels-last (NHWC) as in 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -94,9 +96,14 @@ def eligible(x_shape: tuple, w_shape: tuple, out_hw: tuple, stride, dilation, gr
             and f <= MAX_FILTERS_PER_CHANNEL * c and tile_area <= MAX_TILE_AREA)
 
 
+@functools.cache
 def _kron(dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """KA (m^2, a^2), KG (a^2, 9), KB (a^2, a^2): the 2-D transforms on row-major flattened tiles."""
-    return tuple(np.kron(t, t).astype(dtype) for t in (AT, G, BT))
+    """KA (m^2, a^2), KG (a^2, 9), KB (a^2, a^2): the 2-D transforms on row-major flattened tiles, made
+    once per dtype (read-only)."""
+    matrices = tuple(np.kron(t, t).astype(dtype) for t in (AT, G, BT))
+    for k in matrices:
+        k.setflags(write=False)
+    return matrices
 
 
 def _tile_count(size: int) -> int:
@@ -220,7 +227,7 @@ class Conv2dWinogradBackward(Function):
         if not ctx.im2col:  # keep the padded input (a view of x without padding), not im2col's matrix
             ctx.spare = ctx.saved_tensors[0]  # that matrix's memory (if saved): scratch for the backward
             xp = pad(x.transpose(0, 2, 3, 1), pads, mode, NHWC)
-            (c, f), kron = w.shape[1::-1], _kron(y.dtype)
+            (c, f), kron = w.shape[1::-1], _kron(np.dtype(y.dtype))
             U = np.matmul(kron[1], w.transpose(2, 3, 1, 0).reshape(9, c * f).astype(y.dtype)).reshape(-1, c, f)
             ctx.save_for_backward(xp, U)
             ctx.kron = kron
