@@ -291,3 +291,13 @@ def test_backward_twice_through_a_retained_graph_accumulates_the_same_gradient()
     y.backward(g)
     np.testing.assert_allclose(x.grad, 2 * once[0], rtol=1e-12)
     np.testing.assert_allclose(w.grad, 2 * once[1], rtol=1e-12)
+
+
+def test_the_concepts_pages_worked_example_of_f_2_3():
+    """docs/concepts.md 8.5: two outputs of a 3-tap filter from four multiplications."""
+    d, g = np.array([5., 2., 2., 3.]), np.array([1., 2., -1.])
+    m1 = (d[0] - d[2]) * g[0]
+    m2 = (d[1] + d[2]) * (g[0] + g[1] + g[2]) / 2
+    m3 = (d[2] - d[1]) * (g[0] - g[1] + g[2]) / 2
+    m4 = (d[1] - d[3]) * g[2]
+    assert [d[0:3] @ g, d[1:4] @ g] == [m1 + m2 + m3, m2 - m3 - m4] == [7.0, 3.0]
