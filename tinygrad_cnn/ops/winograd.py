@@ -165,7 +165,22 @@ def _add_tiles(dtiles6: np.ndarray, dxe: np.ndarray) -> None:
             region += part
 
 
-def _backward_images(xp, g2, arrays, U, kron, need_w: bool, geometry, images: slice) -> np.ndarray | None:
+def _padded_into(xb: np.ndarray, x: np.ndarray, pads, mode: str) -> None:
+    """``xb`` (n, >= Hp, >= Wp, C) = the NHWC images ``x`` padded as conv2d pads them, zeros beyond: zero
+    padding is written around x in place (no padded copy of x, which conv2d's forward made already)."""
+    (top, _), (left, _) = pads
+    if mode != "zeros":  # replicate / circular: these images padded by conv2d's own pad
+        x, top, left = pad(x, pads, mode, NHWC), 0, 0
+    h, w = x.shape[1:3]
+    xb[:, :top] = 0
+    xb[:, top + h:] = 0
+    xb[:, top: top + h, :left] = 0
+    xb[:, top: top + h, left + w:] = 0
+    xb[:, top: top + h, left: left + w] = x
+
+
+def _backward_images(x, pads, mode, g2, arrays, U, kron, need_w: bool, geometry,
+                     images: slice) -> np.ndarray | None:
     """A thread's slice ``images`` of the backward: dM = KA^T dY from the upstream gradient's tiles; if
     dw is needed, V = KB d from the padded input's tiles d and (returned) dU = V^T dM per position; then
     dV = dM U^T and dd = KB^T dV added back onto ``xe`` (N, m*TH + m, m*TW + m, C), whose first Hp x Wp
@@ -180,10 +195,7 @@ def _backward_images(xp, g2, arrays, U, kron, need_w: bool, geometry, images: sl
     np.matmul(ka.T, dyt, out=_flat(dMo[:, rows]))
     d, v, xb, dU = _flat(D[:, rows]), _flat(V[:, rows]), xe[images], None   # d, v: (a^2, tiles*C)
     if need_w:
-        (hp, wp) = xp.shape[1:3]
-        xb[:, :hp, :wp] = xp[images]
-        xb[:, hp:] = 0
-        xb[:, :hp, wp:] = 0
+        _padded_into(xb, x[images], pads, mode)
         np.reshape(d, (A_IN, A_IN, nb, th, tw, -1), copy=False)[...] = \
             _overlapping_tiles(xb, (th, tw)).transpose(3, 4, 0, 1, 2, 5)
         np.matmul(kb, d, out=v)
@@ -224,12 +236,11 @@ class Conv2dWinogradBackward(Function):
         y = Conv2d.forward(ctx, x, w, b, stride=stride, pads=pads, mode=mode, dilation=dilation, groups=groups)
         ctx.im2col = not eligible(x.shape, w.shape, y.shape[2:], stride, dilation, groups, y.dtype,
                                   ctx.needs_input_grad[0])
-        if not ctx.im2col:  # keep the padded input (a view of x without padding), not im2col's matrix
+        if not ctx.im2col:  # keep x (its NHWC view, padded in the backward), not im2col's matrix
             ctx.spare = ctx.saved_tensors[0]  # that matrix's memory (if saved): scratch for the backward
-            xp = pad(x.transpose(0, 2, 3, 1), pads, mode, NHWC)
             (c, f), kron = w.shape[1::-1], _kron(np.dtype(y.dtype))
             U = np.matmul(kron[1], w.transpose(2, 3, 1, 0).reshape(9, c * f).astype(y.dtype)).reshape(-1, c, f)
-            ctx.save_for_backward(xp, U)
+            ctx.save_for_backward(x.transpose(0, 2, 3, 1), U)
             ctx.kron = kron
         return y
 
@@ -237,8 +248,8 @@ class Conv2dWinogradBackward(Function):
     def backward(ctx, g):
         if ctx.im2col:
             return Conv2d.backward(ctx, g)
-        xp, U = ctx.saved_tensors
-        padded_shape, pads, mode, kron = xp.shape, *ctx.geometry[2:], ctx.kron
+        x, U = ctx.saved_tensors                                                # x: (N, H, W, C)
+        (padded_shape, _, pads, mode), kron = ctx.geometry, ctx.kron            # Conv2d.forward's
         need_w, need_b = (ctx.needs_input_grad + (False,))[1:3]  # and dx: ``eligible`` asks for it
         (n, f), (oh, ow), (a2, c, _) = g.shape[:2], g.shape[2:], U.shape
         th, tw = _tile_count(oh), _tile_count(ow)
@@ -250,7 +261,7 @@ class Conv2dWinogradBackward(Function):
         ones = np.ones(n * oh * ow, g.dtype) if need_b else None
 
         def kernel(s: slice):
-            dU = _backward_images(xp, g2, arrays, U, kron, need_w, geometry, s)
+            dU = _backward_images(x, pads, mode, g2, arrays, U, kron, need_w, geometry, s)
             pixels = slice(s.start * oh * ow, s.stop * oh * ow)
             return dU, (ones[pixels] @ g2[pixels] if need_b else None)
 
