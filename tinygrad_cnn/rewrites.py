@@ -105,9 +105,14 @@ def _value(spec):
     return tuple(_value(part) for part in value) if kind == "tuple" else value
 
 
+def _keywords(kwargs: tuple) -> dict:
+    """A recorded op's keywords as the Python values they stand for."""
+    return {name: _value(spec) for name, spec in kwargs}
+
+
 def _tiling(kwargs: tuple) -> bool:
     """Whether a recorded pool's windows tile the image: stride = kernel, ``pads`` all zeros."""
-    kw = {name: _value(spec) for name, spec in kwargs}
+    kw = _keywords(kwargs)
     return kw["stride"] == kw["kernel"] and not any(p for pair in kw["pads"] for p in pair)
 
 
@@ -240,7 +245,7 @@ def bias_after_max_pool(program: list, protected: set[int], new_slot) -> list:
 
 def _winograd_geometry(kwargs: tuple) -> bool:
     """Whether a recorded conv2d's keywords allow Winograd's F(4x4, 3x3): stride 1, no dilation, one group."""
-    kw = {name: _value(spec) for name, spec in kwargs}
+    kw = _keywords(kwargs)
     return kw["stride"] == (1, 1) and kw["dilation"] == (1, 1) and kw["groups"] == 1
 
 
