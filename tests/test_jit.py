@@ -202,6 +202,41 @@ def test_comparisons_inside_fn_are_recomputed_on_every_call():
     assert step.traces == 1
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.uint64])
+def test_labels_of_any_integer_dtype_are_read_afresh_on_every_call(dtype):
+    """load_mnist gives uint8 labels. cross_entropy once cast them to intp outside its op, so the trace
+    froze the first batch's labels and every fit on them stopped with a TraceError at the first replay."""
+    model = tc.models.get("cnn")
+    params, _ = model.init(np.random.default_rng(0))
+
+    def loss(p, x, y):
+        return tc.cross_entropy(model.apply(p, x), y)
+
+    step, eager = tc.jit(tc.value_and_grad(loss), rewrites=tc.rewrites.EXACT), tc.value_and_grad(loss)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x, y = batch(rng, "cnn")
+        y = y.astype(dtype)
+        assert bits_equal(step(params, x, y), eager(params, x, y))
+    assert step.traces == 1
+
+
+def test_a_label_outside_the_classes_is_refused_by_a_replay_too():
+    """The wrapper's checks run only while tracing; the class range is checked by the op itself, so a
+    replay does not read labels[i] = -1 as the last class."""
+    def loss(w, x, y):
+        return tc.cross_entropy(tc.Tensor(x) @ w, y)
+
+    step = tc.jit(tc.value_and_grad(loss))
+    w, x = np.ones((3, 4), np.float32), np.ones((2, 3), np.float32)
+    step(w, x, np.array([0, 3]))
+    step(w, x, np.array([1, 2]))  # the checked replay
+    for bad in ([0, -1], [4, 0]):
+        with pytest.raises(ValueError, match=r"cross_entropy: labels\[\d\] = (-1|4) is not a class index in \[0, 4\)"):
+            step(w, x, np.array(bad))
+    assert step.traces == 1
+
+
 def test_retracing_is_counted_cached_and_warned_about(monkeypatch):
     step = tc.jit(tc.value_and_grad(lambda w, x: (tc.Tensor(x) * w).sum()))
     w = np.ones(3, np.float32)

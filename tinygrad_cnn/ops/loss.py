@@ -103,11 +103,12 @@ class CrossEntropy(Function):
     q_i = (1 - eps) onehot(label_i) + eps / K (eps = label_smoothing; q_i the one-hot row when 0).
 
     dx_i = (softmax(x_i) - q_i) * g_i   (g / N for the mean, g for the sum).
-    ``labels`` is an integer array (N,) of valid class indices, outside the graph.
+    ``labels`` is an integer array (N,) of class indices (any integer dtype), outside the graph.
     """
 
     @staticmethod
     def forward(ctx, logits, *, labels, reduction="mean", label_smoothing=0.0):
+        _check_label_values(labels, logits.shape)
         rows = np.arange(len(labels))
         p = logits - np.max(logits, axis=1, keepdims=True)   # (N, K), <= 0
         picked = p[rows, labels]                              # (N,) shifted logit of the true class
@@ -298,7 +299,7 @@ def log_softmax(x, axis=-1):
     return LogSoftmax.apply(x, axis=axis)
 
 
-def _check_labels(fn: str, labels, n: int, k: int, logits_shape: tuple) -> np.ndarray:
+def _check_labels(fn: str, labels, n: int, logits_shape: tuple) -> np.ndarray:
     from ..tensor import Tensor
 
     if isinstance(labels, Tensor):
@@ -319,12 +320,17 @@ def _check_labels(fn: str, labels, n: int, k: int, logits_shape: tuple) -> np.nd
     if arr.shape != (n,):
         raise ValueError(f"{fn}: labels must have shape ({n},) to match logits.shape={logits_shape}, "
                          f"got {arr.shape}")
-    bad = (arr < 0) | (arr >= k)
+    return arr  # as given: an array made here (a cast to intp) would be a constant to tc.jit's trace
+
+
+def _check_label_values(labels: np.ndarray, logits_shape: tuple) -> None:
+    """Every label a class index in [0, K). Run by the op's forward, so that a jitted replay, which skips
+    the wrapper's checks, refuses a bad label too instead of indexing from the end with it."""
+    bad = (labels < 0) | (labels >= logits_shape[1])
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"{fn}: labels[{i}] = {arr[i]} is not a class index in [0, {k}) "
+        raise ValueError(f"cross_entropy: labels[{i}] = {labels[i]} is not a class index in [0, {logits_shape[1]}) "
                          f"(logits.shape={logits_shape})")
-    return arr.astype(np.intp, copy=False)
 
 
 def cross_entropy(logits, labels, reduction="mean", label_smoothing=0.0):
@@ -351,7 +357,7 @@ def cross_entropy(logits, labels, reduction="mean", label_smoothing=0.0):
     n, k = logits.shape
     if n == 0 or k == 0:
         raise ValueError(f"{fn}: logits must have at least one row and one class, got shape {logits.shape}")
-    labels = _check_labels(fn, labels, n, k, logits.shape)
+    labels = _check_labels(fn, labels, n, logits.shape)
     return CrossEntropy.apply(logits, labels=labels, reduction=reduction, label_smoothing=label_smoothing)
 
 
