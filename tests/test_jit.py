@@ -187,6 +187,38 @@ def test_numpy_code_on_an_input_outside_the_ops_is_caught_at_the_first_replay(re
         step(w, np.full(3, 255.5, np.float32))   # 0.2% off: far beyond rounding
 
 
+@pytest.mark.parametrize("view", [lambda x, t: x[:, None], lambda x, t: x.T, lambda x, t: (t * 2).data.reshape(-1)],
+                         ids=["input[:, None]", "input.T", "result.data.reshape"])
+def test_a_numpy_view_of_traced_memory_is_refused_during_the_trace(view):
+    """A view of an input (or of what an op computed) made with NumPy would be frozen as a constant
+    pointing at the trace's memory; the trace refuses it, naming the cure."""
+    def f(x):
+        t = tc.Tensor(x)
+        return (tc.Tensor(view(x, t)) * 3).sum().data
+
+    with pytest.raises(TraceError, match="view of an input or of an op's result made with NumPy inside fn"):
+        tc.jit(f)(np.ones((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet-small"])
+def test_grayscale_images_without_a_channel_axis_are_traced(name):
+    """The models add the channel axis of (N, H, W) images with an op, not with x[:, None]."""
+    model = tc.models.get(name)
+    params, state = model.init(np.random.default_rng(0))
+
+    def loss(p, x, y):
+        return tc.cross_entropy(model.apply(p, x, state=state, training=True), y)
+
+    step = tc.jit(tc.value_and_grad(loss), rewrites=tc.rewrites.EXACT)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x, y = batch(rng, "cnn", n=8)
+        got = step(params, x[:, 0], y)
+        assert bits_equal(got, tc.value_and_grad(loss)(params, x[:, 0], y))
+        assert bits_equal(got[0], tc.value_and_grad(loss)(params, x, y)[0])
+    assert step.traces == 1
+
+
 def test_comparisons_inside_fn_are_recomputed_on_every_call():
     """A mask made with <, ==, ... from this call's data is an op jit records, not a value frozen at trace time."""
     def f(x, labels):

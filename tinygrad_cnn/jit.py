@@ -68,6 +68,7 @@ class Tape:
         self.keep: list = []                   # every object with a slot (keeps ids unique)
         self.constants: dict[int, Any] = {}    # slot -> value captured at trace time
         self.program: list[tuple] = []         # (kind, fn, args spec, out slots)
+        self._by_owner: dict[int, list] = {}   # id(memory owner) -> the arrays with slots (not constants) on it
         self.n_inputs = len(inputs)
         for x in inputs:
             self._new_slot(x)
@@ -75,19 +76,31 @@ class Tape:
         self._inputs = {id(x) for x in inputs}
         self.state_before: dict[int, tuple] = {}  # id -> (array or generator, its value before any op used it)
 
-    def _new_slot(self, obj) -> int:
+    def _new_slot(self, obj, constant: bool = False) -> int:
         index = len(self.keep)
         self.slots[id(obj)] = index
         self.keep.append(obj)
+        if isinstance(obj, np.ndarray) and not constant:
+            self._by_owner.setdefault(id(_owner(obj)), []).append(obj)
         return index
 
     def ref(self, obj) -> int:
-        """The slot of ``obj``; a constant slot for an array the tape has not seen."""
+        """The slot of ``obj``; a constant slot for an array the tape has not seen, unless it is a view of
+        an array the replay recomputes (TraceError: the replay would read the trace's memory)."""
         index = self.slots.get(id(obj))
         if index is None:
-            index = self._new_slot(obj)
+            if isinstance(obj, np.ndarray) and obj.base is not None and self._views_traced_memory(obj):
+                raise TraceError(
+                    f"jit: an op was given a {obj.dtype}{obj.shape} view of an input or of an op's result made "
+                    f"with NumPy inside fn (such as x[:, None], x.T or x.reshape(...) on an array): a replay "
+                    f"would read that memory as the trace left it. Make it with tc's ops instead (tc.expand_dims, "
+                    f"tc.Tensor(x).reshape(...), .transpose(...), indexing a Tensor)")
+            index = self._new_slot(obj, constant=True)
             self.constants[index] = obj
         return index
+
+    def _views_traced_memory(self, view: np.ndarray) -> bool:
+        return any(np.may_share_memory(view, a) for a in self._by_owner.get(id(_owner(view)), ()))
 
     def _spec(self, value):
         """An argument as replay will rebuild it: arrays, contexts and generators by slot, else as is."""
@@ -148,6 +161,13 @@ class Tape:
         """``value`` (a Python float returned by fn) is ``float(array)``."""
         self.keep.append(value)
         self.scalars[id(value)] = self.ref(array)
+
+
+def _owner(a: np.ndarray):
+    """The object that owns ``a``'s memory (NumPy points a view of a view at the first one's base)."""
+    while isinstance(a, np.ndarray) and a.base is not None:
+        a = a.base
+    return a
 
 
 # ---------------------------------------------------------------------------------------------- #

@@ -44,7 +44,7 @@ from .ops.conv import conv2d
 from .ops.elementwise import relu
 from .ops.linalg import linear
 from .ops.loss import dropout
-from .ops.movement import flatten
+from .ops.movement import expand_dims, flatten
 from .ops.norm import batch_norm
 from .ops.pool import max_pool2d
 from .ops.resample import adaptive_avg_pool2d
@@ -91,6 +91,12 @@ def _block(p: dict, s: dict | None, h, *, padding=0, padding_mode="zeros", train
     return max_pool2d(relu(h), 2)
 
 
+def _with_channel_axis(x):
+    """(N, H, W) grayscale images as (N, 1, H, W), by an op: ``x[:, None]`` on an array would be NumPy
+    outside the graph, which tc.jit's trace would freeze as a constant."""
+    return expand_dims(x, 1) if np.ndim(x) == 3 else x
+
+
 def cnn(params: dict, x, *, state: dict | None = None, training: bool = False, dropout_rate: float = 0.0,
         rng: np.random.Generator | None = None):
     """Logits (N, num_classes) for images x (N, C, H, W) (or (N, H, W) grayscale, a channel is added).
@@ -99,9 +105,8 @@ def cnn(params: dict, x, *, state: dict | None = None, training: bool = False, d
     in training they are updated in place. ``dropout_rate`` applies dropout before the last layer
     (training only).
     """
-    x = x[:, None] if np.ndim(x) == 3 else x
     state = state or {}
-    h = x
+    h = _with_channel_axis(x)
     for name in ("conv1", "conv2"):
         h = _block(params[name], state.get(name), h, training=training)
     h = relu(linear(flatten(h), params["fc1"]["w"], params["fc1"]["b"]))
@@ -222,7 +227,7 @@ def resnet(params: dict, x, *, state: dict | None = None, training: bool = False
     if state is None:
         raise ValueError("resnet: state= (the batch-norm running statistics returned with the params by init) "
                          "must be given")
-    h = x[:, None] if np.ndim(x) == 3 else x
+    h = _with_channel_axis(x)
     h = relu(_conv_bn(params["stem"], state["stem"], h, training=training))
     for name in _block_names(params):
         h = _residual_block(params[name], state[name], h, training=training)
