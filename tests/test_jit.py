@@ -269,6 +269,38 @@ def test_a_label_outside_the_classes_is_refused_by_a_replay_too():
     assert step.traces == 1
 
 
+@pytest.mark.parametrize("optimizer", [
+    tc.optim.sgd(tc.optim.step_decay(0.05, 2, 0.5), momentum=0.9, nesterov=True, weight_decay=1e-3),
+    tc.optim.adam(tc.optim.cosine_decay(2e-3, 4), weight_decay=1e-4),
+    tc.optim.rmsprop(1e-3, momentum=0.5, centered=True)], ids=["sgd", "adamw", "rmsprop"])
+def test_a_whole_training_step_with_the_optimizer_is_traced_once(optimizer):
+    """The issue's second use: fn applies the optimizer too and returns new params and optimizer state.
+    The update is NumPy code; it is recorded as one instruction, and its step counter is an array input,
+    so the learning-rate schedule moves on in every replay and nothing retraces."""
+    model = tc.models.get("cnn-bn")
+    params, state = model.init(np.random.default_rng(0))
+    eager_state = copy.deepcopy(state)
+
+    def make_step(st):
+        def train_step(p, opt_state, x, y):
+            loss, grads = tc.value_and_grad(lambda q: tc.cross_entropy(
+                model.apply(q, x, state=st, training=True), y))(p)
+            p, opt_state = optimizer.update(p, grads, opt_state)
+            return loss, p, opt_state
+        return train_step
+
+    jitted, eager = tc.jit(make_step(state), rewrites=tc.rewrites.EXACT), make_step(eager_state)
+    got = want = (None, params, optimizer.init(params))
+    rng, kept = np.random.default_rng(1), []
+    for _ in range(5):
+        x, y = batch(rng, "cnn-bn", n=8)
+        got, want = jitted(*got[1:], x, y), eager(*want[1:], x, y)
+        assert bits_equal(got, want) and bits_equal(state, eager_state)
+        kept.append((got, copy.deepcopy(got)))
+    assert jitted.traces == 1 and int(got[2]["step"]) == 5
+    assert all(bits_equal(returned, copy_) for returned, copy_ in kept)  # later calls wrote none of it
+
+
 def test_retracing_is_counted_cached_and_warned_about(monkeypatch):
     step = tc.jit(tc.value_and_grad(lambda w, x: (tc.Tensor(x) * w).sum()))
     w = np.ones(3, np.float32)

@@ -43,11 +43,12 @@ with ``n`` the L2 norm of all gradient entries together::
 
     g <- g * min(1, max_norm / (n + 1e-6))
 
-The state is a dict: ``{"step": int, "velocity": tree or None}`` for SGD (``None`` without momentum),
-``{"step": int, "m": tree, "v": tree}`` for Adam, ``{"step": int, "v": tree, "g_avg": tree or None,
+The state is a dict: ``{"step": n, "velocity": tree or None}`` for SGD (``None`` without momentum),
+``{"step": n, "m": tree, "v": tree}`` for Adam, ``{"step": n, "v": tree, "g_avg": tree or None,
 "buf": tree or None}`` for RMSprop (``g_avg`` when centered, ``buf`` with momentum); moment trees
-mirror ``params``. It is a pytree of arrays, ints and ``None``, so ``tinygrad_cnn.io.save`` can
-checkpoint it.
+mirror ``params``; ``n`` counts the updates so far, a 0-d int64 array (an int is accepted too). It is a
+pytree of arrays and ``None``, so ``tinygrad_cnn.io.save`` can checkpoint it, and a training step that
+applies the optimizer can be jitted as a whole (``Optimizer.update`` is then one recorded instruction).
 
 Dtypes: every returned parameter has its input's dtype (float32 stays float32): gradients are cast to
 the parameter's dtype and all scalars (``lr``, betas, bias corrections) are Python floats, which NumPy
@@ -64,6 +65,7 @@ from typing import Any
 
 import numpy as np
 
+from .autograd import _tape
 from .pytree import tree_flatten, tree_leaves, tree_map, tree_unflatten
 
 __all__ = ["Optimizer", "adam", "clip_grad_norm", "cosine_decay", "rmsprop", "sgd", "step_decay",
@@ -78,10 +80,30 @@ class Optimizer:
     ``hyperparams`` records the constructor's arguments (for ``repr`` and logging).
     """
 
-    __slots__ = ("hyperparams", "init", "name", "update")
+    __slots__ = ("hyperparams", "init", "name", "_update")
 
     def __init__(self, name: str, hyperparams: dict, init: Callable, update: Callable):
-        self.name, self.hyperparams, self.init, self.update = name, hyperparams, init, update
+        self.name, self.hyperparams, self.init, self._update = name, hyperparams, init, update
+
+    def update(self, params, grads, state) -> tuple[Any, Any]:
+        """``(new_params, new_state)``. Inside a function ``tc.jit`` traces (a whole training step), the
+        update is recorded as one instruction of the plan: it is NumPy code, which the trace would
+        otherwise freeze at its first values."""
+        tape = _tape.get()
+        if tape is None:
+            return self._update(params, grads, state)
+        leaves, treedef = tree_flatten((params, grads, state))
+        out_treedef = None
+
+        def flat_update(*leaves):
+            nonlocal out_treedef
+            new_leaves, out_treedef = tree_flatten(self._update(*tree_unflatten(treedef, list(leaves))))
+            return tuple(new_leaves)
+
+        out = flat_update(*leaves)
+        if all(isinstance(leaf, np.ndarray) for leaf in out):  # else (a custom state holding a Python number,
+            tape.call(flat_update, tuple(leaves), out)         # part of jit's signature) nothing is frozen wrongly
+        return tree_unflatten(out_treedef, list(out))
 
     def __repr__(self) -> str:
         return f"{self.name}(" + ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items()) + ")"
@@ -154,6 +176,12 @@ def _check_like(name: str, params, tree, what: str, path: str = "") -> None:
                              f"but params{path} has shape {np.shape(params)}")
 
 
+def _count(n: int) -> np.ndarray:
+    """The state's step counter, a 0-d int64 array: an input to a jitted step like the other leaves (a
+    Python int would be part of jit's signature and retrace every step)."""
+    return np.asarray(n, dtype=np.int64)
+
+
 def _zeros_like(params, dtype: Callable = lambda p: p.dtype):
     return tree_map(lambda p: np.zeros(np.shape(p), dtype(np.asarray(p))), params)
 
@@ -195,7 +223,7 @@ def sgd(lr, momentum: float = 0.0, nesterov: bool = False, weight_decay: float =
 
     def init(params) -> dict:
         _check_like(name, params, params, "params")
-        return {"step": 0, "velocity": _zeros_like(params) if mu else None}
+        return {"step": _count(0), "velocity": _zeros_like(params) if mu else None}
 
     def update(params, grads, state: dict) -> tuple[Any, dict]:
         _check_like(f"{name}.update", params, grads, "grads")
@@ -214,10 +242,10 @@ def sgd(lr, momentum: float = 0.0, nesterov: bool = False, weight_decay: float =
 
         if not mu:
             (params,) = _map_leaves(leaf, 1, params, grads)
-            return params, {"step": step + 1, "velocity": None}
+            return params, {"step": _count(step + 1), "velocity": None}
         _check_like(f"{name}.update", params, state["velocity"], "state['velocity']")
         params, velocity = _map_leaves(leaf, 2, params, grads, state["velocity"])
-        return params, {"step": step + 1, "velocity": velocity}
+        return params, {"step": _count(step + 1), "velocity": velocity}
 
     hyper = {"lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay}
     return Optimizer(name, hyper, init, update)
@@ -246,7 +274,7 @@ def adam(lr, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay
 
     def init(params) -> dict:
         _check_like(name, params, params, "params")
-        return {"step": 0, "m": _zeros_like(params, _moment_dtype), "v": _zeros_like(params, _moment_dtype)}
+        return {"step": _count(0), "m": _zeros_like(params, _moment_dtype), "v": _zeros_like(params, _moment_dtype)}
 
     def update(params, grads, state: dict) -> tuple[Any, dict]:
         _check_like(f"{name}.update", params, grads, "grads")
@@ -267,7 +295,7 @@ def adam(lr, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay
             return new_p.astype(p.dtype, copy=False), m, v
 
         params, m, v = _map_leaves(leaf, 3, params, grads, state["m"], state["v"])
-        return params, {"step": step + 1, "m": m, "v": v}
+        return params, {"step": _count(step + 1), "m": m, "v": v}
 
     hyper = {"lr": lr, "b1": b1, "b2": b2, "eps": eps, "weight_decay": weight_decay}
     return Optimizer(name, hyper, init, update)
@@ -303,7 +331,7 @@ def rmsprop(lr, decay: float = 0.99, eps: float = 1e-8, momentum: float = 0.0, c
     def init(params) -> dict:
         _check_like(name, params, params, "params")
         zeros = lambda: _zeros_like(params, _moment_dtype)  # noqa: E731
-        return {"step": 0, "v": zeros(), "g_avg": zeros() if centered else None, "buf": zeros() if mu else None}
+        return {"step": _count(0), "v": zeros(), "g_avg": zeros() if centered else None, "buf": zeros() if mu else None}
 
     def update(params, grads, state: dict) -> tuple[Any, dict]:
         _check_like(f"{name}.update", params, grads, "grads")
@@ -340,7 +368,7 @@ def rmsprop(lr, decay: float = 0.99, eps: float = 1e-8, momentum: float = 0.0, c
         params, v, *rest = _map_leaves(leaf, n_out, params, *trees)
         g_avg = rest.pop(0) if centered else None
         buf = rest.pop(0) if mu else None
-        return params, {"step": step + 1, "v": v, "g_avg": g_avg, "buf": buf}
+        return params, {"step": _count(step + 1), "v": v, "g_avg": g_avg, "buf": buf}
 
     hyper = {"lr": lr, "decay": decay, "eps": eps, "momentum": momentum, "centered": centered,
              "weight_decay": weight_decay}
