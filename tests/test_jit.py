@@ -219,6 +219,17 @@ def test_grayscale_images_without_a_channel_axis_are_traced(name):
     assert step.traces == 1
 
 
+def test_dropout_without_a_generator_is_refused_during_the_trace():
+    """Without rng= each eager call draws from a new unseeded generator; the trace says so at once instead
+    of the first replay finding different masks."""
+    def f(x):
+        return tc.dropout(tc.Tensor(x), 0.5).sum().data
+
+    with pytest.raises(TraceError, match=r"dropout: inside a jitted function pass rng="):
+        tc.jit(f)(np.ones(8, np.float32))
+    assert tc.jit(lambda x: tc.dropout(tc.Tensor(x), 0.5, training=False).sum().data)(np.ones(8)) == 8.0
+
+
 def test_comparisons_inside_fn_are_recomputed_on_every_call():
     """A mask made with <, ==, ... from this call's data is an op jit records, not a value frozen at trace time."""
     def f(x, labels):

@@ -45,6 +45,11 @@ class TraceError(RuntimeError):
     """A jitted function did something during its trace that a replay could not repeat (see jit.py)."""
 
 
+def tracing() -> bool:
+    """Whether tc.jit is tracing on this thread."""
+    return _tape.get() is not None
+
+
 def refuse_in_trace(what: str) -> None:
     """Raises TraceError while jit traces: ``what`` turns a traced tensor into a Python value."""
     if _tape.get() is not None:

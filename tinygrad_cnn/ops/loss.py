@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Function
+from ..autograd import Function, TraceError, tracing
 from ..checks import (check_axis, check_bool, check_choice, check_finite, check_float, check_float_dtype,
                       check_min_ndim, check_ndim, to_tensor)
 
@@ -457,6 +457,10 @@ def dropout(x, p, *, training=True, rng=None):
     p = check_float(fn, "p", p, 0.0, 1.0)
     training = check_bool(fn, "training", training)
     if rng is None:
+        if training and p > 0.0 and tracing():
+            raise TraceError(f"{fn}: inside a jitted function pass rng= (a np.random.Generator that is an argument "
+                             f"of the function, fresh masks on every call); without it each call would draw from "
+                             f"a new unseeded generator, which a replay cannot repeat")
         rng = np.random.default_rng()
     elif not isinstance(rng, np.random.Generator):
         raise TypeError(f"{fn}: rng must be a np.random.Generator (e.g. np.random.default_rng(0)) or None, "
