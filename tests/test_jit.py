@@ -312,6 +312,29 @@ def test_a_whole_training_step_with_the_optimizer_is_traced_once(optimizer):
     assert all(bits_equal(returned, copy_) for returned, copy_ in kept)  # later calls wrote none of it
 
 
+def test_gradient_clipping_inside_a_jitted_step_is_recomputed_and_its_norm_returned():
+    """clip_grad_norm is NumPy code too: recorded as one instruction, and the norm it returns, a Python
+    float, comes back from each replay as that call's own."""
+    optimizer = tc.optim.sgd(0.1)
+
+    def train_step(w, opt_state, x):
+        loss, grads = tc.value_and_grad(lambda v: ((tc.Tensor(x) @ v) ** 2).mean())(w)
+        grads, norm = tc.optim.clip_grad_norm(grads, max_norm=1.0)
+        w, opt_state = optimizer.update(w, grads, opt_state)
+        return loss, norm, w, opt_state
+
+    jitted = tc.jit(train_step, rewrites=tc.rewrites.EXACT)
+    w = got = want = np.ones((3, 2), np.float32)
+    got_state = want_state = optimizer.init(w)
+    for scale in (0.01, 1.0, 10.0):   # norms below and above max_norm
+        x = np.full((4, 3), scale, np.float32)
+        loss, norm, got, got_state = jitted(got, got_state, x)
+        want_loss, want_norm, want, want_state = train_step(want, want_state, x)
+        assert (loss, norm) == (want_loss, want_norm) and isinstance(norm, float)
+        assert bits_equal((got, got_state), (want, want_state))
+    assert jitted.traces == 1
+
+
 def test_retracing_is_counted_cached_and_warned_about(monkeypatch):
     step = tc.jit(tc.value_and_grad(lambda w, x: (tc.Tensor(x) * w).sum()))
     w = np.ones(3, np.float32)

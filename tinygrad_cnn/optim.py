@@ -89,8 +89,7 @@ class Optimizer:
         """``(new_params, new_state)``. Inside a function ``tc.jit`` traces (a whole training step), the
         update is recorded as one instruction of the plan: it is NumPy code, which the trace would
         otherwise freeze at its first values."""
-        tape = _tape.get()
-        if tape is None:
+        if _tape.get() is None:
             return self._update(params, grads, state)
         leaves, treedef = tree_flatten((params, grads, state))
         out_treedef = None
@@ -100,13 +99,22 @@ class Optimizer:
             new_leaves, out_treedef = tree_flatten(self._update(*tree_unflatten(treedef, list(leaves))))
             return tuple(new_leaves)
 
-        out = flat_update(*leaves)
-        if all(isinstance(leaf, np.ndarray) for leaf in out):  # else (a custom state holding a Python number,
-            tape.call(flat_update, tuple(leaves), out)         # part of jit's signature) nothing is frozen wrongly
+        out = _recorded(flat_update, leaves)  # sets out_treedef
         return tree_unflatten(out_treedef, list(out))
 
     def __repr__(self) -> str:
         return f"{self.name}(" + ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items()) + ")"
+
+
+def _recorded(flat_fn: Callable, leaves: list) -> tuple:
+    """``flat_fn(*leaves)``, a tuple of arrays; while tc.jit traces, recorded as one instruction of the plan
+    (NumPy code, which the trace would otherwise freeze), unless it returns something else than arrays (a
+    custom optimizer's state holding a Python number: part of jit's signature, so nothing goes stale)."""
+    out = flat_fn(*leaves)
+    tape = _tape.get()
+    if tape is not None and all(isinstance(leaf, np.ndarray) for leaf in out):
+        tape.call(flat_fn, tuple(leaves), out)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -432,11 +440,21 @@ def clip_grad_norm(grads, max_norm: float) -> tuple[Any, float]:
             raise TypeError(f"{name}: grads{path} must be a np.ndarray, got {type(g).__name__}")
         if not np.issubdtype(g.dtype, np.floating):
             raise TypeError(f"{name}: grads{path} has dtype {g.dtype}; gradients must be floating point")
+    out = _recorded(lambda *gs: _clip(gs, max_norm), leaves)
+    norm = float(out[-1])
+    tape = _tape.get()
+    if tape is not None:
+        tape.scalar(out[-1], norm)  # returned by a jitted fn, the norm is each replay's own
+    return tree_unflatten(treedef, list(out[:-1])), norm
+
+
+def _clip(leaves: tuple, max_norm: float) -> tuple:
+    """(clipped leaves..., the norm as a 0-d float64 array)."""
     norm = math.hypot(*(_l2_norm(g) for g in leaves))  # hypot: no overflow when combining the leaves
     if not math.isfinite(norm):
-        return tree_unflatten(treedef, [g.copy() for g in leaves]), norm
+        return (*(g.copy() for g in leaves), np.asarray(norm))
     scale = min(1.0, max_norm / (norm + 1e-6))  # a Python float: keeps float16/float32 leaves' dtypes
-    return tree_unflatten(treedef, [np.asarray(g * scale) for g in leaves]), norm  # 0-d leaves stay arrays
+    return (*(np.asarray(g * scale) for g in leaves), np.asarray(norm))  # 0-d leaves stay arrays
 
 
 # ------------------------------------------------------------------------------------------- schedules
