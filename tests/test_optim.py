@@ -665,3 +665,33 @@ def test_clip_grad_norm_bad_max_norm(max_norm, err, match):
 def test_clip_grad_norm_bad_leaves(grads, match):
     with pytest.raises(TypeError, match=match):
         optim.clip_grad_norm(grads, 1.0)
+
+
+
+@pytest.mark.parametrize("opt", [optim.sgd(0.1, momentum=0.9), optim.adam(1e-3, weight_decay=1e-4),
+                                 optim.rmsprop(1e-3, momentum=0.9, centered=True)], ids=repr)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_subnormal_moments_are_flushed_and_change_no_parameter(opt, dtype, monkeypatch):
+    """A moment decaying under a zero gradient sticks in the subnormals (0.9 * 3 ulps rounds to 3 ulps),
+    where x86 arithmetic is slow; flushed to 0, the parameters come out with the same bits."""
+    rng = np.random.default_rng(0)
+    p = {"w": (rng.standard_normal(64) + 2.0).astype(dtype)}
+    g = {"w": np.where(np.arange(64) < 32, rng.standard_normal(64), 0.0).astype(dtype)}  # half of them dead
+    _, state = opt.update(p, g, opt.init(p))
+    names = [k for k in ("velocity", "m", "v", "g_avg", "buf") if state.get(k) is not None]
+    for k in names:                      # the dead half's moments: 3 units of the last place, subnormal
+        state[k]["w"][32:] = 3 * np.finfo(state[k]["w"].dtype).smallest_subnormal
+
+    def subnormal(a):
+        return (a != 0) & (np.abs(a) < np.finfo(a.dtype).tiny)
+
+    new_p, new_state = opt.update(p, g, state)
+    with monkeypatch.context() as m:
+        m.setattr(optim, "_flushed", np.asarray)
+        plain_p, plain_state = opt.update(p, g, state)
+    assert new_p["w"].dtype == dtype and np.array_equal(new_p["w"], plain_p["w"])  # the same bits
+    assert any(subnormal(plain_state[k]["w"]).any() for k in names)   # without the flush they stay
+    for k in names:
+        assert not subnormal(new_state[k]["w"]).any() and np.all(new_state[k]["w"][32:] == 0)
+        kept = ~subnormal(plain_state[k]["w"])
+        assert np.array_equal(new_state[k]["w"][kept], plain_state[k]["w"][kept])

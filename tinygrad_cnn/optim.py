@@ -50,6 +50,18 @@ mirror ``params``; ``n`` counts the updates so far, a 0-d int64 array (an int is
 pytree of arrays and ``None``, so ``tinygrad_cnn.io.save`` can checkpoint it, and a training step that
 applies the optimizer can be jitted as a whole (``Optimizer.update`` is then one recorded instruction).
 
+Subnormal moments are flushed to zero. A moment whose gradient has become exactly zero (the weights of
+a feature that never fires) decays, ``0.9 * m`` each step, into float32's subnormal range, and there it
+sticks: 0.9 times 1 to 4 units of the last place rounds back to itself, so it never reaches 0. On x86
+CPUs every arithmetic operation on a subnormal takes a slow microcode path; training cnn-bn on
+Fashion-MNIST with AdamW, 100,000 of the 225,130 first moments were stuck from the second epoch on,
+and AdamW's update took 8.7 ms instead of 4.5 with that many (101,437 set to 3 units, measured alone).
+Flushed, the same bits come out for every parameter above about 1e-21 in size: a first moment (or
+SGD's velocity, RMSprop's buffer) below the smallest normal number, 1.2e-38, makes a step under
+``lr * 1e-29``, less than half a unit of the last place of such a parameter, and a flushed second
+moment (or RMSprop's moving mean) leaves ``sqrt(v) + eps = eps`` as it was. Only a parameter that is
+exactly 0 with a zero gradient differs: it stays 0 instead of drifting into the subnormals itself.
+
 Dtypes: every returned parameter has its input's dtype (float32 stays float32): gradients are cast to
 the parameter's dtype and all scalars (``lr``, betas, bias corrections) are Python floats, which NumPy
 treats as "weak" and never upcasts with. Moment trees have the parameters' dtypes too, except that Adam
@@ -184,6 +196,22 @@ def _check_like(name: str, params, tree, what: str, path: str = "") -> None:
                              f"but params{path} has shape {np.shape(params)}")
 
 
+# The exponent bits of each float type, as the integer type of its size sees them.
+_EXPONENT = {np.dtype(np.float16): (np.int16, 0x7C00), np.dtype(np.float32): (np.int32, 0x7F800000),
+             np.dtype(np.float64): (np.int64, 0x7FF0000000000000)}
+
+
+def _flushed(a) -> np.ndarray:
+    """A fresh moment array with its subnormal entries set to 0, in place (see the module docstring).
+    Found by the exponent bits, as integers: float arithmetic on subnormals is what is slow."""
+    a = np.asarray(a)  # 0-d arithmetic gives NumPy scalars
+    if a.dtype in _EXPONENT:
+        int_type, exponent = _EXPONENT[a.dtype]
+        bits = a.view(int_type)
+        bits *= (bits & exponent) != 0
+    return a
+
+
 def _count(n: int) -> np.ndarray:
     """The state's step counter, a 0-d int64 array: an input to a jitted step like the other leaves (a
     Python int would be part of jit's signature and retrace every step)."""
@@ -245,7 +273,7 @@ def sgd(lr, momentum: float = 0.0, nesterov: bool = False, weight_decay: float =
                 g = g + wd * p
             if not mu:
                 return (p - lr_t * g,)
-            v = mu * v + g
+            v = _flushed(mu * v + g)
             return p - lr_t * (g + mu * v if nesterov else v), v
 
         if not mu:
@@ -295,8 +323,8 @@ def adam(lr, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay
         def leaf(p, g, m, v):
             p = np.asarray(p)
             g = np.asarray(g, dtype=_moment_dtype(p))
-            m = b1 * m + (1.0 - b1) * g
-            v = b2 * v + (1.0 - b2) * (g * g)
+            m = _flushed(b1 * m + (1.0 - b1) * g)
+            v = _flushed(b2 * v + (1.0 - b2) * (g * g))
             new_p = p - (lr_t / c1) * m / (np.sqrt(v / c2) + eps)  # lr * mhat / (sqrt(vhat) + eps)
             if wd:
                 new_p = new_p - (lr_t * wd) * p
@@ -356,16 +384,16 @@ def rmsprop(lr, decay: float = 0.99, eps: float = 1e-8, momentum: float = 0.0, c
             g = np.asarray(g, dtype=_moment_dtype(p))
             if wd:
                 g = g + wd * p
-            v = a * v + (1.0 - a) * (g * g)
+            v = _flushed(a * v + (1.0 - a) * (g * g))
             out = [v]
             if centered:
-                g_avg = a * rest[0] + (1.0 - a) * g
+                g_avg = _flushed(a * rest[0] + (1.0 - a) * g)
                 d = np.sqrt(np.maximum(v - g_avg * g_avg, 0.0)) + eps  # rounding can make v - g_avg^2 < 0
                 out.append(g_avg)
             else:
                 d = np.sqrt(v) + eps
             if mu:
-                buf = mu * rest[-1] + g / d
+                buf = _flushed(mu * rest[-1] + g / d)
                 new_p = p - lr_t * buf
                 out.append(buf)
             else:
