@@ -390,10 +390,14 @@ def _as_gradient_of(pg, shape: tuple, dtype: np.dtype, op_name: str, i: int) -> 
 
 
 def _step(fn: Callable, *args):
-    """``fn(*args)``, recorded when jit is tracing (an array the engine makes between ops)."""
+    """``fn(*args)``, recorded when jit is tracing: an array the engine makes between ops, or NumPy code
+    outside the ops returning a tuple of arrays (an optimizer's update). Not recorded when it returns its
+    first argument, nor when it returns anything but arrays (a Python number in a custom optimizer's
+    state: part of jit's signature, so nothing recorded goes stale)."""
     out = fn(*args)
     tape = _tape.get()
-    if tape is not None and out is not args[0]:
+    if (tape is not None and not (args and out is args[0])
+            and all(isinstance(o, np.ndarray) for o in (out if isinstance(out, tuple) else (out,)))):
         tape.call(fn, args, out)
     return out
 

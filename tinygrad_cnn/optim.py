@@ -77,7 +77,7 @@ from typing import Any
 
 import numpy as np
 
-from .autograd import _tape
+from .autograd import _step, _tape, tracing
 from .pytree import tree_flatten, tree_leaves, tree_map, tree_unflatten
 
 __all__ = ["Optimizer", "adam", "clip_grad_norm", "cosine_decay", "rmsprop", "sgd", "step_decay",
@@ -101,7 +101,7 @@ class Optimizer:
         """``(new_params, new_state)``. Inside a function ``tc.jit`` traces (a whole training step), the
         update is recorded as one instruction of the plan: it is NumPy code, which the trace would
         otherwise freeze at its first values."""
-        if _tape.get() is None:
+        if not tracing():
             return self._update(params, grads, state)
         leaves, treedef = tree_flatten((params, grads, state))
         out_treedef = None
@@ -111,22 +111,11 @@ class Optimizer:
             new_leaves, out_treedef = tree_flatten(self._update(*tree_unflatten(treedef, list(leaves))))
             return tuple(new_leaves)
 
-        out = _recorded(flat_update, leaves)  # sets out_treedef
+        out = _step(flat_update, *leaves)  # recorded as one instruction; sets out_treedef
         return tree_unflatten(out_treedef, list(out))
 
     def __repr__(self) -> str:
         return f"{self.name}(" + ", ".join(f"{k}={v!r}" for k, v in self.hyperparams.items()) + ")"
-
-
-def _recorded(flat_fn: Callable, leaves: list) -> tuple:
-    """``flat_fn(*leaves)``, a tuple of arrays; while tc.jit traces, recorded as one instruction of the plan
-    (NumPy code, which the trace would otherwise freeze), unless it returns something else than arrays (a
-    custom optimizer's state holding a Python number: part of jit's signature, so nothing goes stale)."""
-    out = flat_fn(*leaves)
-    tape = _tape.get()
-    if tape is not None and all(isinstance(leaf, np.ndarray) for leaf in out):
-        tape.call(flat_fn, tuple(leaves), out)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -468,7 +457,7 @@ def clip_grad_norm(grads, max_norm: float) -> tuple[Any, float]:
             raise TypeError(f"{name}: grads{path} must be a np.ndarray, got {type(g).__name__}")
         if not np.issubdtype(g.dtype, np.floating):
             raise TypeError(f"{name}: grads{path} has dtype {g.dtype}; gradients must be floating point")
-    out = _recorded(lambda *gs: _clip(gs, max_norm), leaves)
+    out = _step(lambda *gs: _clip(gs, max_norm), *leaves)  # recorded while jit traces
     norm = float(out[-1])
     tape = _tape.get()
     if tape is not None:
