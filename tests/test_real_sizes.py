@@ -215,9 +215,10 @@ def test_conv2d_matches_direct_float64_reference(case, threads, blocks):
     assert threads.ran_threaded(submitted), "backward did not run in threads"
     backward_blocks = blocks[len(forward_blocks):]
 
-    # one cache_blocks call per thread slice, each slice cut into several blocks of images
-    assert len(forward_blocks) == len(backward_blocks) == 2
-    assert min(forward_blocks) > 1 and min(backward_blocks) > 1, (forward_blocks, backward_blocks)
+    # the forward builds each thread slice's im2col matrix at once (the backward keeps it); the backward's
+    # col2im makes one cache_blocks call per thread slice, each slice cut into several blocks of images
+    assert forward_blocks == [] and len(backward_blocks) == 2
+    assert min(backward_blocks) > 1, backward_blocks
     if case.startswith("c3-"):
         assert c < conv._FEW_CHANNELS  # the transposed-im2col branch, at a real size
     else:
@@ -231,8 +232,8 @@ def test_conv2d_matches_direct_float64_reference(case, threads, blocks):
 
 @pytest.mark.parametrize("channels, block_images", [(8, 3), (1, 5)])
 def test_conv2d_small_blocks_with_a_ragged_last_block(monkeypatch, threads, blocks, channels, block_images):
-    """parallel.BLOCK_BYTES shrunk to a few images, so each thread's 32 images end in a partial block (32 = 10*3 + 2,
-    32 = 6*5 + 2); with C=1 this is the few-channels branch, which a 1 MiB block never splits at 28x28."""
+    """parallel.BLOCK_BYTES shrunk to a few images, so each thread's 32 images end in a partial block of the
+    backward's col2im (32 = 10*3 + 2, 32 = 6*5 + 2); with C=1 a 1 MiB block never splits at 28x28."""
     n, f, hw, k = 64, 16, 28, 3
     kw = dict(stride=1, padding=1, padding_mode="replicate", dilation=1)
     x, w, b = conv_inputs(3, n, channels, f, hw, k, True)
@@ -245,7 +246,7 @@ def test_conv2d_small_blocks_with_a_ragged_last_block(monkeypatch, threads, bloc
 
     y, grads = run_conv(x, w, b, g, kw)
     assert threads.ran_threaded(0)
-    assert blocks == [-(-32 // block_images)] * 4  # 2 slices forward, 2 backward
+    assert blocks == [-(-32 // block_images)] * 2  # the backward's 2 slices (the forward is not blocked)
     ref_y, ref_grads = ref_conv(x, w, b, g, **kw)
     assert_close(y, ref_y, "y")
     for name, grad, ref in zip(("dx", "dw", "db"), grads, ref_grads):
@@ -502,15 +503,15 @@ def assert_same_bits(a, b, what):
 
 def test_threads_agree_with_serial_for_conv2d(monkeypatch, threads, blocks):
     """Each image's rows are computed on their own, yet y and dx are not bit-identical across thread counts:
-    serially the blocks hold images 0-17, 18-35, 36-53, 54-63, with two threads 0-17, 18-31, 32-49, 50-63,
-    and OpenBLAS computes a row differently depending on where it sits in the matrix (the rows past the
+    serially the forward's matrix holds images 0-63 and the backward's blocks 0-17, 18-35, 36-53, 54-63,
+    with two threads the matrices 0-31 and 32-63 and the blocks 0-17, 18-31, 32-49, 50-63, and OpenBLAS computes a row differently depending on where it sits in the matrix (the rows past the
     last full tile of M take other micro-kernels), and serially BLAS may run its own threads. So: equal
     to float32 rounding across counts, bit for bit for the same count (what ``parallel`` promises)."""
     x, w, b = conv_inputs(12, 64, 8, 16, 14, 3, True)
     kw = dict(stride=1, padding="same", padding_mode="zeros", dilation=1)
     g = np.random.default_rng(13).standard_normal((64, 16, 14, 14)).astype(np.float32)
     runs = [with_threads(monkeypatch, threads, k, lambda: run_conv(x, w, b, g, kw)) for k in (1, 2, 2)]
-    assert blocks == [4, 4] + [2] * 8  # serial forward, serial backward, then 2 slices per pass
+    assert blocks == [4] + [2] * 4  # the backward's col2im: serial, then 2 slices in each threaded run
     serial, threaded, again = ([y, *grads] for y, grads in runs)
     for name, one, two, two_again in zip(("y", "dx", "dw", "db"), serial, threaded, again):
         assert_same_bits(two, two_again, f"{name} (same thread count)")

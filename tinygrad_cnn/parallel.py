@@ -75,7 +75,7 @@ def batch_slices(n: int, parts: int) -> list[slice]:
 
 
 # A thread's slice of the batch is cut into blocks of images of about this many bytes where a kernel
-# makes several passes over the same images (im2col then matmul, or a pass per pooling window), so
+# makes several passes over the same images (a matmul then col2im, or a pass per pooling window), so
 # that the later passes read what the first left in the core's cache.
 BLOCK_BYTES = 1 << 20
 
