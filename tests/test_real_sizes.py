@@ -504,8 +504,9 @@ def assert_same_bits(a, b, what):
 def test_threads_agree_with_serial_for_conv2d(monkeypatch, threads, blocks):
     """Each image's rows are computed on their own, yet y and dx are not bit-identical across thread counts:
     serially the forward's matrix holds images 0-63 and the backward's blocks 0-17, 18-35, 36-53, 54-63,
-    with two threads the matrices 0-31 and 32-63 and the blocks 0-17, 18-31, 32-49, 50-63, and OpenBLAS computes a row differently depending on where it sits in the matrix (the rows past the
-    last full tile of M take other micro-kernels), and serially BLAS may run its own threads. So: equal
+    with two threads the matrices 0-31 and 32-63 and the blocks 0-17, 18-31, 32-49, 50-63, and OpenBLAS
+    computes a row differently depending on where it sits in the matrix (the rows past the last full
+    tile of M take other micro-kernels), and serially BLAS may run its own threads. So: equal
     to float32 rounding across counts, bit for bit for the same count (what ``parallel`` promises)."""
     x, w, b = conv_inputs(12, 64, 8, 16, 14, 3, True)
     kw = dict(stride=1, padding="same", padding_mode="zeros", dilation=1)
