@@ -13,7 +13,9 @@ package name, and the two take turns call by call, so drift hits both alike.
 
 For each shape N x C x H (x: (N, C, H, H) float32, channels-last memory as conv2d hands it on, gamma
 of mixed signs), the op's forward and its backward (through ``Tensor.backward``) are timed --rounds
-times per revision, the first 5 dropped; reported: the medians and new / old of forward + backward.
+times per revision, the first 5 dropped; reported: the medians and new / old of forward + backward,
+with a 95 % bootstrap interval over the rounds (an interval holding 1.0: no change the run can tell
+from noise).
 Default shapes: batch norm + max-pool 2 of the reference CNN's two blocks at batch 128 and 32.
 ``--op batch_norm`` times ``tc.batch_norm`` (training mode, running statistics updated) instead.
 
@@ -143,9 +145,20 @@ def main() -> None:
                     for which in ((0, 1) if r % 2 else (1, 0)):
                         times[which].append(runs[which]())
             old, new = (np.median(np.array(t[5:]), axis=0) * 1e3 for t in times)
+            low, high = ratio_interval(np.array(times[0][5:]).sum(axis=1), np.array(times[1][5:]).sum(axis=1))
             parts = ["step"] if args.step else ["forward", "backward"]
             print(f"{label:>10}: old " + " ".join(f"{n} {v:6.2f}" for n, v in zip(parts, old)) + " | new "
-                  + " ".join(f"{n} {v:6.2f}" for n, v in zip(parts, new)) + f" | new / old {new.sum() / old.sum():.3f}")
+                  + " ".join(f"{n} {v:6.2f}" for n, v in zip(parts, new))
+                  + f" | new / old {new.sum() / old.sum():.3f} (95 % interval {low:.3f}-{high:.3f})")
+
+
+def ratio_interval(old: np.ndarray, new: np.ndarray, resamples: int = 2000) -> tuple[float, float]:
+    """A 95 % bootstrap interval of median(new) / median(old): the rounds (each an old and a new call
+    taken one after the other) resampled with replacement. An interval that holds 1.0 is no change
+    this run could tell apart from the machine's noise."""
+    rounds = np.random.default_rng(0).integers(0, len(old), size=(resamples, len(old)))
+    ratios = np.median(new[rounds], axis=1) / np.median(old[rounds], axis=1)
+    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
 
 if __name__ == "__main__":
     main()
