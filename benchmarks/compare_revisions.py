@@ -116,6 +116,15 @@ def jitted_step(package, batch_norm: bool, batch: int):
     return run
 
 
+def ratio_interval(old: np.ndarray, new: np.ndarray, resamples: int = 2000) -> tuple[float, float]:
+    """A 95 % bootstrap interval of median(new) / median(old): the rounds (each an old and a new call
+    taken one after the other) resampled with replacement. An interval that holds 1.0 is no change
+    this run could tell apart from the machine's noise."""
+    rounds = np.random.default_rng(0).integers(0, len(old), size=(resamples, len(old)))
+    ratios = np.median(new[rounds], axis=1) / np.median(old[rounds], axis=1)
+    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("old", help="git revision (or WORKTREE)")
@@ -144,21 +153,14 @@ def main() -> None:
                 for r in range(args.rounds + 5):
                     for which in ((0, 1) if r % 2 else (1, 0)):
                         times[which].append(runs[which]())
-            old, new = (np.median(np.array(t[5:]), axis=0) * 1e3 for t in times)
-            low, high = ratio_interval(np.array(times[0][5:]).sum(axis=1), np.array(times[1][5:]).sum(axis=1))
+            kept = [np.array(t[5:]) for t in times]                       # (rounds, parts) seconds
+            old, new = (np.median(t, axis=0) * 1e3 for t in kept)
+            low, high = ratio_interval(kept[0].sum(axis=1), kept[1].sum(axis=1))
             parts = ["step"] if args.step else ["forward", "backward"]
             print(f"{label:>10}: old " + " ".join(f"{n} {v:6.2f}" for n, v in zip(parts, old)) + " | new "
                   + " ".join(f"{n} {v:6.2f}" for n, v in zip(parts, new))
                   + f" | new / old {new.sum() / old.sum():.3f} (95 % interval {low:.3f}-{high:.3f})")
 
-
-def ratio_interval(old: np.ndarray, new: np.ndarray, resamples: int = 2000) -> tuple[float, float]:
-    """A 95 % bootstrap interval of median(new) / median(old): the rounds (each an old and a new call
-    taken one after the other) resampled with replacement. An interval that holds 1.0 is no change
-    this run could tell apart from the machine's noise."""
-    rounds = np.random.default_rng(0).integers(0, len(old), size=(resamples, len(old)))
-    ratios = np.median(new[rounds], axis=1) / np.median(old[rounds], axis=1)
-    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
 
 if __name__ == "__main__":
     main()

@@ -75,7 +75,8 @@ def threads(monkeypatch):
 
 @pytest.fixture
 def blocks(monkeypatch):
-    """The number of im2col/col2im blocks each call of ``conv.cache_blocks`` cut its slice of images into."""
+    """The number of col2im blocks each call of ``conv.cache_blocks`` cut its slice of images into (the
+    backward's input gradient; the forward is not blocked)."""
     counts: list[int] = []
     original = conv.cache_blocks
 
